@@ -1,0 +1,60 @@
+"""The shared model layer: one interface, one registry.
+
+    from common.models import load_model
+    vlm = load_model("llava", path)                      # VisionLanguageModel
+    vlm.generate(images, prompts, max_new_tokens=32)     # -> list[str]
+    clip = load_model("clip", clip_path)                 # ClipModel (open_clip or HF backend)
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from common.errors import LetheError
+from common.models.base import IGNORE_INDEX, SCOPES, Batch, Sample, VisionLanguageModel
+from common.models.blip2 import Blip2VLM, InstructBlipVLM
+from common.models.clip import ClipModel
+from common.models.llava import LlavaNextVLM, LlavaVLM
+
+FAMILIES: dict[str, type] = {
+    "llava": LlavaVLM,
+    "llava_next": LlavaNextVLM,
+    "blip2": Blip2VLM,
+    "instructblip": InstructBlipVLM,
+    "hf": VisionLanguageModel,
+    "clip": ClipModel,
+}
+
+
+def register_family(name: str, cls: type) -> None:
+    FAMILIES[name] = cls
+
+
+def family_class(name: str) -> type:
+    if name not in FAMILIES:
+        raise LetheError(f"unknown model {name!r}; valid: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def load_model(family: str, path: str, ckpt_load_path: str | None = None, lora_path: str | None = None,
+               **kwargs: Any):
+    """Load ``family`` from ``path`` (hub id or dir); optionally a method checkpoint and/or a LoRA adapter.
+
+    kwargs: ``dtype`` ("auto", "float32", "bfloat16", ...), ``device``, ``device_map``, ``attn_implementation``,
+    ``trust_remote_code`` (off unless asked), ``backend`` for clip.
+    """
+    cls = family_class(family)
+    model = cls.from_pretrained(path, **kwargs)
+    if lora_path:
+        if not isinstance(model, VisionLanguageModel):
+            raise LetheError(f"--lora_path is not supported for {family}")
+        from peft import PeftModel
+
+        model.model = PeftModel.from_pretrained(model.model, lora_path)
+        model.model.eval()
+    if ckpt_load_path:
+        model.load_checkpoint(ckpt_load_path)
+    return model
+
+
+__all__ = ["FAMILIES", "IGNORE_INDEX", "SCOPES", "Batch", "ClipModel", "Sample", "VisionLanguageModel",
+           "family_class", "load_model", "register_family"]

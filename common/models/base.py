@@ -1,0 +1,501 @@
+"""The one interface every vision-language family implements (ARCHITECTURE §2).
+
+A family adapter owns everything model-specific (module paths, prompt format, processor quirks) so that method code
+never branches on the model name. ``VisionLanguageModel`` implements the whole interface on top of a Hugging Face
+``PreTrainedModel`` + processor; families only declare where their parts live and override the few hooks where
+their processor differs.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from common.errors import LetheError
+
+IGNORE_INDEX = -100
+SCOPES = ("projector", "lora", "llm", "full", "vision_layers")
+
+
+@dataclass
+class Sample:
+    """One training/scoring example for the forward map.
+
+    The assistant turn is ``context + target``: ``context`` is conditioning only, ``target`` gets labels.
+    ``spans`` are ``(start, end, weight)`` character ranges in ``target`` coordinates; target tokens overlapping a
+    span get its weight, the other target tokens get ``default_weight``.
+    """
+
+    image: Any  # PIL.Image.Image | str | Path | None
+    prompt: str
+    target: str = ""
+    context: str = ""
+    spans: Sequence[tuple[int, int, float]] = ()
+    default_weight: float = 1.0
+    add_eos: bool = True
+
+
+@dataclass
+class Batch:
+    """A padded batch: ``inputs`` go to the model; ``labels`` are target-only; ``weights`` per token."""
+
+    inputs: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    weights: torch.Tensor
+    texts: list[str] = field(default_factory=list)
+
+    def to(self, device) -> "Batch":
+        return Batch({k: v.to(device) if torch.is_tensor(v) else v for k, v in self.inputs.items()},
+                     self.labels.to(device), self.weights.to(device), self.texts)
+
+
+def resolve_attn_implementation(requested: str | None = None) -> str:
+    """flash_attention_2 on CUDA when importable, else sdpa (unless the user asked for one)."""
+    if requested:
+        return requested
+    if torch.cuda.is_available():
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise LetheError(f"unknown dtype {dtype!r}; valid: auto, {', '.join(table)}")
+    return table[dtype]
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def get_submodule(root: nn.Module, path: str) -> nn.Module | nn.Parameter | None:
+    obj: Any = root
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+class VisionLanguageModel:
+    """Adapter over a Hugging Face image-text-to-text model and its processor."""
+
+    family: str = "hf"
+    #: candidate attribute paths (first found wins), relative to the transformers model
+    vision_paths: tuple[str, ...] = ("model.vision_tower", "vision_tower", "model.vision_model", "vision_model")
+    projector_paths: tuple[str, ...] = ("model.multi_modal_projector", "multi_modal_projector",
+                                        "model.mm_projector", "language_projection")
+    llm_paths: tuple[str, ...] = ("model.language_model", "language_model")
+    #: extra connector parts trained with the projector (e.g. Q-Former, query tokens, image_newline)
+    connector_extra_paths: tuple[str, ...] = ()
+    #: used when the processor has no chat template; ``{prompt}`` is the user text
+    prompt_format: str = "USER: <image>\n{prompt} ASSISTANT:"
+    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    def __init__(self, model, processor, path: str | None = None):
+        self.model = model
+        self.processor = processor
+        self.path = path
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.scope: str | None = None
+        self.lora_config: dict | None = None
+        self._fix_processor()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def model_class(cls):
+        from transformers import AutoModelForImageTextToText
+
+        return AutoModelForImageTextToText
+
+    @classmethod
+    def from_pretrained(cls, path: str, dtype: str | torch.dtype | None = "auto", device: str | None = "auto",
+                        device_map: str | dict | None = None, attn_implementation: str | None = None,
+                        trust_remote_code: bool = False, **kwargs) -> "VisionLanguageModel":
+        from transformers import AutoProcessor
+
+        if not path:
+            raise LetheError(f"--{cls.family}_path is required (a Hugging Face id or a local checkpoint dir)")
+        p = Path(path)
+        if (p.is_absolute() or path.startswith(".") or p.exists() or path.count("/") != 1) and not p.is_dir():
+            raise LetheError(f"{path}: checkpoint directory not found")
+        torch_dtype = resolve_dtype(dtype)
+        attn = resolve_attn_implementation(attn_implementation)
+        load_kw = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code, **kwargs)
+        if device_map is not None:
+            load_kw["device_map"] = device_map
+        try:
+            try:
+                model = cls.model_class().from_pretrained(path, attn_implementation=attn, **load_kw)
+            except (ValueError, ImportError) as e:  # a class without sdpa/flash support: fall back to eager
+                if attn == "eager" or "attn" not in str(e).lower() and "attention" not in str(e).lower():
+                    raise
+                model = cls.model_class().from_pretrained(path, attn_implementation="eager", **load_kw)
+            processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except OSError as e:
+            raise LetheError(f"{path}: cannot load checkpoint ({str(e).splitlines()[0]})") from None
+        if device_map is None:
+            model.to(resolve_device(device))
+        model.eval()
+        return cls(model, processor, path=path)
+
+    def _fix_processor(self) -> None:
+        """Hook for processor quirks after loading (see BLIP-2)."""
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def base(self) -> nn.Module:
+        """The transformers model, unwrapped from PEFT if LoRA was applied."""
+        m = self.model
+        if hasattr(m, "peft_config") and hasattr(m, "get_base_model"):
+            return m.get_base_model()
+        return m
+
+    def _find(self, paths: Sequence[str], what: str, required: bool = True):
+        for p in paths:
+            mod = get_submodule(self.base, p)
+            if mod is not None:
+                return p, mod
+        if required:
+            raise LetheError(f"{self.family}: cannot find the {what} in {type(self.base).__name__} "
+                             f"(looked for {', '.join(paths)})")
+        return None, None
+
+    @property
+    def vision_tower(self) -> nn.Module:
+        return self._find(self.vision_paths, "vision tower")[1]
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self._find(self.llm_paths, "language model")[1]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.base.get_output_embeddings()
+
+    @property
+    def decoder(self) -> nn.Module:
+        """The decoder stack of the LLM (the module holding the layers and the final norm)."""
+        lm = self.language_model
+        for p in ("model.decoder", "model", "decoder"):
+            sub = get_submodule(lm, p)
+            if sub is not None and hasattr(sub, "layers"):
+                return sub
+        return lm
+
+    @property
+    def final_norm(self) -> nn.Module:
+        dec = self.decoder
+        for name in ("norm", "final_layer_norm", "ln_f"):
+            mod = getattr(dec, name, None)
+            if isinstance(mod, nn.Module):
+                return mod
+        raise LetheError(f"{self.family}: cannot find the LLM's final norm")
+
+    @property
+    def image_token_id(self) -> int | None:
+        cfg = self.base.config
+        for name in ("image_token_id", "image_token_index"):
+            v = getattr(cfg, name, None)
+            if v is not None:
+                return int(v)
+        return None
+
+    def connector_parts(self) -> dict[str, nn.Module | nn.Parameter]:
+        """The vision→LLM connector: what EFUF trains (``projector`` scope)."""
+        parts = {}
+        path, mod = self._find(self.projector_paths, "projector")
+        parts[path] = mod
+        for p in self.connector_extra_paths:
+            mod = get_submodule(self.base, p)
+            if mod is not None:
+                parts[p] = mod
+        return parts
+
+    # ------------------------------------------------------------------ prompting
+    def chat_prompt(self, prompt: str, with_image: bool = True) -> str:
+        """The full model input text for one user turn, ending where the assistant's answer starts."""
+        template = getattr(self.processor, "chat_template", None)
+        if template:
+            content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": prompt}]
+            return self.processor.apply_chat_template([{"role": "user", "content": content}],
+                                                      add_generation_prompt=True, tokenize=False)
+        text = self.prompt_format.format(prompt=prompt)
+        return text if with_image else text.replace("<image>\n", "").replace("<image>", "")
+
+    @property
+    def assistant_sep(self) -> str:
+        """Separator between the generation prompt and the answer text (" " after "ASSISTANT:")."""
+        probe = self.chat_prompt("x")
+        return "" if probe[-1:].isspace() else " "
+
+    # ------------------------------------------------------------------ forward map
+    def _processor_call(self, images: list | None, texts: list[str], prompts: list[str]) -> dict[str, torch.Tensor]:
+        kw: dict[str, Any] = dict(text=texts, padding=True, return_tensors="pt")
+        if images is not None:
+            kw["images"] = images
+        return dict(self.processor(**kw))
+
+    @staticmethod
+    def _images(samples_images: Sequence[Any]) -> list | None:
+        from common.io import load_image
+
+        if all(im is None for im in samples_images):
+            return None
+        if any(im is None for im in samples_images):
+            raise LetheError("a batch mixes samples with and without images; batch them separately")
+        return [load_image(im) if isinstance(im, (str, Path)) else im.convert("RGB") for im in samples_images]
+
+    def build_batch(self, samples: Sequence[Sample], padding_side: str = "right") -> Batch:
+        """Samples → one padded batch with labels on the target only and per-token weights.
+
+        The processor builds the model inputs (it expands image placeholders); labels and weights come from a
+        tokenization of the same text with character offsets, aligned on the tokens after the last image token.
+        """
+        if not samples:
+            raise LetheError("build_batch got no samples")
+        sep = self.assistant_sep
+        eos = self.tokenizer.eos_token or ""
+        texts, prompts, starts = [], [], []
+        for s in samples:
+            prompt_text = self.chat_prompt(s.prompt, with_image=s.image is not None)
+            head = prompt_text + (sep + s.context if s.context or s.target else "")
+            texts.append(head + s.target + (eos if s.add_eos else ""))
+            prompts.append(prompt_text)
+            starts.append(len(head))
+        images = self._images([s.image for s in samples])
+        old_side = self.tokenizer.padding_side
+        self.tokenizer.padding_side = padding_side
+        try:
+            inputs = self._processor_call(images, texts, prompts)
+        finally:
+            self.tokenizer.padding_side = old_side
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        labels = torch.full_like(ids, IGNORE_INDEX)
+        weights = torch.zeros(ids.shape, dtype=torch.float32)
+        img_id = self.image_token_id
+        for i, (s, text, start) in enumerate(zip(samples, texts, starts)):
+            enc = self.tokenizer(text, return_offsets_mapping=True)
+            my_ids, offsets = enc["input_ids"], enc["offset_mapping"]
+            last_img = max((j for j, t in enumerate(my_ids) if t == img_id), default=-1)
+            tail_ids, tail_off = my_ids[last_img + 1:], offsets[last_img + 1:]
+            valid = mask[i].nonzero().flatten()
+            pos = valid[len(valid) - len(tail_ids):]
+            if len(pos) != len(tail_ids) or ids[i, pos].tolist() != tail_ids:
+                raise LetheError(f"{self.family}: processor and tokenizer disagree on sample {i}; "
+                                 "cannot place labels (is the image placeholder in the template?)")
+            end = len(text)
+            for p, tid, (a, b) in zip(pos.tolist(), tail_ids, tail_off):
+                if b <= start or a >= end or (a == b == 0 and tid != self.tokenizer.eos_token_id):
+                    continue  # prompt / context token, or a special token with no characters
+                labels[i, p] = tid
+                w = s.default_weight
+                for sa, sb, sw in s.spans:
+                    if a < start + sb and b > start + sa:
+                        w = sw
+                weights[i, p] = w
+        return Batch(inputs, labels, weights, texts)
+
+    # ------------------------------------------------------------------ scoring
+    def model_forward(self, batch: Batch, **kwargs):
+        return self.model(**batch.inputs, **kwargs)
+
+    def token_logprobs(self, batch: Batch, logits: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(label token | prefix) at each labelled position ([B, T], 0 where the label is ignored).
+
+        Only the labelled positions go through log-softmax (memory: never a [B, T, V] float32 tensor).
+        """
+        if logits is None:
+            logits = self.model_forward(batch).logits
+        labels = batch.labels.to(logits.device)
+        out = torch.zeros(labels.shape, dtype=torch.float32, device=logits.device)
+        sel = labels[:, 1:] != IGNORE_INDEX
+        if sel.any():
+            rows = logits[:, :-1][sel].float()
+            lp = torch.log_softmax(rows, dim=-1).gather(-1, labels[:, 1:][sel].unsqueeze(-1)).squeeze(-1)
+            out[:, 1:][sel] = lp
+        return out
+
+    def per_sample_nll(self, batch: Batch, weighted: bool = False, logits: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean target-token NLL per sample ([B]); with ``weighted``, Σ w·nll / #target tokens."""
+        lp = self.token_logprobs(batch, logits)
+        mask = (batch.labels != IGNORE_INDEX).to(lp.device)
+        w = batch.weights.to(lp.device) if weighted else mask.float()
+        n = mask.sum(1).clamp(min=1)
+        return -(lp * w).sum(1) / n
+
+    # ------------------------------------------------------------------ generation
+    @torch.inference_mode()
+    def generate(self, images: Sequence[Any], prompts: Sequence[str], max_new_tokens: int = 64,
+                 batch_size: int = 16, num_beams: int = 1, do_sample: bool = False, progress: bool = False,
+                 **gen_kwargs) -> list[str]:
+        """Batched, left-padded, KV-cached generation; greedy output equals batch-size-1 output.
+
+        ``prompts`` are user texts; the family's chat template is applied here.
+        """
+        if len(images) != len(prompts):
+            raise LetheError(f"generate got {len(images)} images and {len(prompts)} prompts")
+        from tqdm.auto import tqdm
+
+        outs: list[str] = []
+        was_training = self.model.training
+        self.model.eval()
+        old_side = self.tokenizer.padding_side
+        self.tokenizer.padding_side = "left"
+        try:
+            starts = range(0, len(prompts), batch_size)
+            for b in tqdm(starts, desc="generate", disable=not progress):
+                ims = self._images(list(images[b:b + batch_size]))
+                texts = [self.chat_prompt(p, with_image=ims is not None) for p in prompts[b:b + batch_size]]
+                inputs = self._processor_call(ims, texts, list(prompts[b:b + batch_size]))
+                inputs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+                if "pixel_values" in inputs:
+                    inputs["pixel_values"] = inputs["pixel_values"].to(next(self.model.parameters()).dtype)
+                kw = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
+                          pad_token_id=self.tokenizer.pad_token_id)
+                if not do_sample:
+                    kw.update(temperature=None, top_p=None, top_k=None)
+                kw.update(gen_kwargs)
+                seq = self.model.generate(**inputs, **kw)
+                new = seq[:, inputs["input_ids"].shape[1]:]
+                outs.extend(t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True))
+        finally:
+            self.tokenizer.padding_side = old_side
+            self.model.train(was_training)
+        return outs
+
+    # ------------------------------------------------------------------ trainable scopes
+    def set_trainable(self, scope: str = "projector", lora_r: int = 8, lora_alpha: int = 16,
+                      lora_dropout: float = 0.0, vision_layers: Sequence[int] | None = None) -> list[str]:
+        """Freeze everything, then unfreeze ``scope``; returns the trainable parameter names."""
+        if scope not in SCOPES:
+            raise LetheError(f"unknown trainable scope {scope!r}; valid: {', '.join(SCOPES)}")
+        if scope == "lora":
+            self._apply_lora(lora_r, lora_alpha, lora_dropout)
+        self.model.requires_grad_(False)
+        if scope == "full":
+            self.model.requires_grad_(True)
+        elif scope == "llm":
+            self.language_model.requires_grad_(True)
+            self.lm_head.requires_grad_(True)
+        elif scope == "projector":
+            for part in self.connector_parts().values():
+                part.requires_grad_(True)
+        elif scope == "vision_layers":
+            layers = self.vision_layers()
+            chosen = range(len(layers)) if vision_layers is None else vision_layers
+            for i in chosen:
+                if not -len(layers) <= i < len(layers):
+                    raise LetheError(f"vision layer {i} out of range (the vision tower has {len(layers)} layers)")
+                layers[i].requires_grad_(True)
+        elif scope == "lora":
+            for n, p in self.model.named_parameters():
+                if "lora_" in n:
+                    p.requires_grad_(True)
+        self.scope = scope
+        return [n for n, p in self.model.named_parameters() if p.requires_grad]
+
+    def vision_layers(self) -> nn.ModuleList:
+        vt = self.vision_tower
+        for p in ("vision_model.encoder.layers", "encoder.layers", "blocks", "transformer.resblocks"):
+            mod = get_submodule(vt, p)
+            if isinstance(mod, nn.ModuleList):
+                return mod
+        raise LetheError(f"{self.family}: cannot find the vision tower's layers")
+
+    def _apply_lora(self, r: int, alpha: int, dropout: float) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        if hasattr(self.model, "peft_config"):
+            return
+        llm_path, _ = self._find(self.llm_paths, "language model")
+        targets = "|".join(self.lora_target_modules)
+        cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                         target_modules=rf"^{re.escape(llm_path)}\..*\.({targets})$")
+        self.model = get_peft_model(self.model, cfg)
+        self.lora_config = dict(r=r, alpha=alpha, dropout=dropout)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    @contextlib.contextmanager
+    def adapter_disabled(self):
+        """The frozen base model (PEFT's adapter-disabled trick): a reference model without a second copy."""
+        if hasattr(self.model, "disable_adapter"):
+            with self.model.disable_adapter():
+                yield
+        else:
+            yield
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, path: str | Path, extra_metadata: dict | None = None) -> Path:
+        from common.checkpoint import save_trainable
+
+        return save_trainable(self, path, extra_metadata)
+
+    def load_checkpoint(self, path: str | Path, strict: bool = True):
+        from common.checkpoint import load_method_checkpoint
+
+        return load_method_checkpoint(self, path, strict=strict)
+
+    def remap_legacy_key(self, key: str) -> str | None:
+        """Map a key of the original code's checkpoints to ours (None: a key to drop, e.g. rotary buffers)."""
+        if key.endswith("rotary_emb.inv_freq"):
+            return None
+        return key
+
+    # ------------------------------------------------------------------ introspection
+    def attention_modules(self) -> dict[str, list[tuple[str, nn.Module]]]:
+        """Attention modules of the vision tower, the bridge (projector/Q-Former/abstractor) and the LLM."""
+        groups: dict[str, list[tuple[str, nn.Module]]] = {"vision": [], "bridge": [], "llm": []}
+        vis_path, _ = self._find(self.vision_paths, "vision tower")
+        llm_path, _ = self._find(self.llm_paths, "language model")
+        bridge = list(self.connector_parts())
+        for name, mod in self.base.named_modules():
+            cls = type(mod).__name__
+            if not cls.endswith("Attention") or not hasattr(mod, "forward"):
+                continue
+            if any(name.startswith(n + ".") for n, _ in groups["vision"] + groups["bridge"] + groups["llm"]):
+                continue  # an inner module of an attention block already listed
+            if name.startswith(vis_path + "."):
+                groups["vision"].append((name, mod))
+            elif name.startswith(llm_path + "."):
+                groups["llm"].append((name, mod))
+            elif any(name.startswith(b + ".") for b in bridge):
+                groups["bridge"].append((name, mod))
+        return groups
+
+    def token_positions(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Boolean masks [B, T] of image tokens, question (prompt text) tokens and answer (target) tokens."""
+        ids, mask = batch.inputs["input_ids"], batch.inputs["attention_mask"].bool()
+        image = ids == self.image_token_id if self.image_token_id is not None else torch.zeros_like(mask)
+        answer = batch.labels != IGNORE_INDEX
+        special = torch.zeros_like(mask)
+        for tid in self.tokenizer.all_special_ids:
+            special |= ids == tid
+        question = mask & ~image & ~answer & ~special
+        return {"image": image, "question": question, "answer": answer}

@@ -1,0 +1,210 @@
+"""The ``clip`` family: open_clip and Hugging Face ``CLIPModel`` behind one adapter.
+
+Interface: ``preprocess(images) -> pixel tensor``, ``tokenize(texts)``, ``encode_image``, ``encode_text``
+(L2-normalised by default), ``logit_scale`` (the exponentiated scale, e.g. 100 for OpenAI CLIP) and
+``similarity(image_features, text_features)`` = logit_scale · cosine, the score EFUF thresholds.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from common.errors import LetheError
+from common.io import atomic_path, atomic_write_json
+from common.models.base import get_submodule, resolve_device
+
+
+def detect_backend(path: str) -> str:
+    """``open_clip`` for an open_clip dir / ``hf-hub:`` / ``ARCH/PRETRAINED`` name, else ``hf``."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "open_clip_config.json").is_file():
+            return "open_clip"
+        if (p / "config.json").is_file():
+            return "hf"
+        raise LetheError(f"{path}: neither an open_clip dir (open_clip_config.json) nor a HF CLIP dir (config.json)")
+    if path.startswith(("hf-hub:", "local-dir:")):
+        return "open_clip"
+    if p.is_absolute() or path.startswith("."):
+        raise LetheError(f"{path}: CLIP checkpoint directory not found")
+    arch = path.split("/")[0]
+    try:
+        import open_clip
+
+        if arch in open_clip.list_models():
+            return "open_clip"
+    except ImportError:
+        pass
+    return "hf"
+
+
+def save_open_clip(model, model_cfg: dict, out: Path, preprocess_cfg: dict | None = None) -> None:
+    """Write an open_clip ``local-dir:`` checkpoint: open_clip_config.json + open_clip_model.safetensors."""
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    pre = preprocess_cfg or {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
+                             "interpolation": "bicubic", "resize_mode": "shortest"}
+    atomic_write_json(out / "open_clip_config.json", {"model_cfg": model_cfg, "preprocess_cfg": pre})
+    with atomic_path(out / "open_clip_model.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+
+
+class ClipModel:
+    family = "clip"
+
+    def __init__(self, model: nn.Module, backend: str, preprocess=None, tokenizer=None, processor=None,
+                 path: str | None = None):
+        self.model, self.backend, self.path = model, backend, path
+        self._preprocess, self._tokenizer, self.processor = preprocess, tokenizer, processor
+        self.scope: str | None = None
+
+    @classmethod
+    def from_pretrained(cls, path: str, backend: str | None = None, device: str | None = "auto",
+                        dtype: str | torch.dtype | None = "float32", **_: Any) -> "ClipModel":
+        if not path:
+            raise LetheError("--clip_path is required (an open_clip dir / name or a HF CLIP dir / id)")
+        backend = backend or detect_backend(path)
+        dev = resolve_device(device)
+        if backend == "open_clip":
+            import open_clip
+
+            name, pretrained = path, None
+            if Path(path).is_dir():
+                name = "local-dir:" + str(Path(path).resolve())
+            elif not path.startswith(("hf-hub:", "local-dir:")) and "/" in path:
+                name, pretrained = path.split("/", 1)
+            try:
+                model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained,
+                                                                             weights_only=True)
+            except (OSError, RuntimeError, ValueError) as e:
+                raise LetheError(f"{path}: cannot load open_clip model ({str(e).splitlines()[0]})") from None
+            tokenizer = open_clip.get_tokenizer(name)
+            obj = cls(model, "open_clip", preprocess=preprocess, tokenizer=tokenizer, path=path)
+        elif backend == "hf":
+            from transformers import CLIPModel, CLIPProcessor
+
+            try:
+                model = CLIPModel.from_pretrained(path)
+                processor = CLIPProcessor.from_pretrained(path)
+            except OSError as e:
+                raise LetheError(f"{path}: cannot load HF CLIP ({str(e).splitlines()[0]})") from None
+            obj = cls(model, "hf", processor=processor, path=path)
+        else:
+            raise LetheError(f"unknown CLIP backend {backend!r}; valid: open_clip, hf")
+        from common.models.base import resolve_dtype
+
+        obj.model.to(device=dev, dtype=resolve_dtype(dtype)).eval()
+        return obj
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    # ------------------------------------------------------------------ inputs
+    def preprocess(self, images: Sequence[Any]) -> torch.Tensor:
+        """PIL images (or paths) → normalised pixel tensor [N, 3, H, W] (the checkpoint's own transform)."""
+        from common.io import load_image
+
+        ims = [load_image(im) if isinstance(im, (str, Path)) else im.convert("RGB") for im in images]
+        if self.backend == "open_clip":
+            return torch.stack([self._preprocess(im) for im in ims])
+        return self.processor.image_processor(ims, return_tensors="pt")["pixel_values"]
+
+    def tokenize(self, texts: Sequence[str]):
+        if self.backend == "open_clip":
+            return self._tokenizer(list(texts))
+        return dict(self.processor.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt"))
+
+    # ------------------------------------------------------------------ features
+    def encode_image(self, pixel_values: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        pv = pixel_values.to(self.device, self.dtype)
+        if self.backend == "open_clip":
+            f = self.model.encode_image(pv)
+        else:
+            f = self.model.get_image_features(pixel_values=pv)
+            f = getattr(f, "pooler_output", f)
+        return nn.functional.normalize(f, dim=-1) if normalize else f
+
+    def encode_text(self, texts_or_tokens, normalize: bool = True) -> torch.Tensor:
+        tokens = self.tokenize(texts_or_tokens) if isinstance(texts_or_tokens, (list, tuple)) else texts_or_tokens
+        if self.backend == "open_clip":
+            f = self.model.encode_text(tokens.to(self.device))
+        else:
+            f = self.model.get_text_features(**{k: v.to(self.device) for k, v in tokens.items()})
+            f = getattr(f, "pooler_output", f)
+        return nn.functional.normalize(f, dim=-1) if normalize else f
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.model.logit_scale.exp()
+
+    def similarity(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """logit_scale · cosine similarity, [N_images, N_texts] (features must be normalised)."""
+        return self.logit_scale * image_features @ text_features.T
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def vision_tower(self) -> nn.Module:
+        return self.model.visual if self.backend == "open_clip" else self.model.vision_model
+
+    @property
+    def text_tower(self) -> nn.Module:
+        return self.model.transformer if self.backend == "open_clip" else self.model.text_model
+
+    def vision_layers(self) -> nn.ModuleList:
+        path = "transformer.resblocks" if self.backend == "open_clip" else "encoder.layers"
+        return get_submodule(self.vision_tower, path)
+
+    def text_layers(self) -> nn.ModuleList:
+        return self.model.transformer.resblocks if self.backend == "open_clip" else self.model.text_model.encoder.layers
+
+    def set_trainable(self, scope: str = "full", vision_layers: Sequence[int] | None = None) -> list[str]:
+        """``full``, ``vision``, ``text`` or ``vision_layers`` (all layers, or the given indices)."""
+        self.model.requires_grad_(False)
+        if scope == "full":
+            self.model.requires_grad_(True)
+        elif scope == "vision":
+            self.vision_tower.requires_grad_(True)
+        elif scope == "text":
+            self.text_tower.requires_grad_(True)
+        elif scope == "vision_layers":
+            layers = self.vision_layers()
+            for i in (range(len(layers)) if vision_layers is None else vision_layers):
+                layers[i].requires_grad_(True)
+        else:
+            raise LetheError(f"unknown CLIP trainable scope {scope!r}; valid: full, vision, text, vision_layers")
+        self.scope = scope
+        return [n for n, p in self.model.named_parameters() if p.requires_grad]
+
+    def save_checkpoint(self, path: str | Path, extra_metadata: dict | None = None) -> Path:
+        from common.checkpoint import save_trainable
+
+        return save_trainable(self, path, extra_metadata)
+
+    def load_checkpoint(self, path: str | Path, strict: bool = True):
+        from common.checkpoint import load_method_checkpoint
+
+        return load_method_checkpoint(self, path, strict=strict)
+
+    def save_pretrained(self, out: str | Path) -> Path:
+        """Save in the format it was loaded from (open_clip local dir, or HF CLIP dir)."""
+        out = Path(out)
+        if self.backend == "open_clip":
+            src = Path(self.path) / "open_clip_config.json" if self.path else None
+            if src is None or not src.is_file():
+                raise LetheError("saving an open_clip model needs its open_clip_config.json (load it from a dir)")
+            cfg = json.loads(src.read_text())
+            save_open_clip(self.model, cfg.get("model_cfg", cfg), out, cfg.get("preprocess_cfg"))
+        else:
+            self.model.save_pretrained(out)
+            self.processor.save_pretrained(out)
+        return out
