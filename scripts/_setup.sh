@@ -1,0 +1,22 @@
+# Sourced by the README's commands: create .venv if missing and install the project (+dev extras) into it.
+# Re-installs only when pyproject.toml changed since the last install.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  "$PY" -m venv .venv
+fi
+STAMP=.venv/.lethe-installed
+WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)${LETHE_EXTRAS:-dev}"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+  echo "[setup] installing lethe[${LETHE_EXTRAS:-dev}] into .venv (first time: a few minutes)"
+  .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+  .venv/bin/python -m pip install --quiet -e ".[${LETHE_EXTRAS:-dev}]"
+  echo "$WANT" > "$STAMP"
+fi
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-0}"
+export WANDB_MODE="${WANDB_MODE:-offline}"
+export TOKENIZERS_PARALLELISM=false
+PYTHON_BIN="$ROOT/.venv/bin/python"

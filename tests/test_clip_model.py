@@ -1,0 +1,69 @@
+"""The clip family: open_clip and HF CLIPModel behind one adapter."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from common.errors import LetheError
+from common.models import ClipModel, load_model
+
+
+@pytest.fixture(params=["open_clip", "clip"])
+def clip(request, tiny_dir):
+    return load_model("clip", tiny_dir(request.param), device="cpu")
+
+
+def test_backend_detected_from_the_directory(tiny_dir):
+    assert load_model("clip", tiny_dir("open_clip")).backend == "open_clip"
+    assert load_model("clip", tiny_dir("clip")).backend == "hf"
+
+
+def test_encode_normalised_and_similarity_is_scaled_cosine(clip, images):
+    assert isinstance(clip, ClipModel)
+    pv = clip.preprocess(images)
+    assert pv.shape[0] == 4 and pv.shape[1] == 3
+    img = clip.encode_image(pv)
+    txt = clip.encode_text(["a photo containing a ball.", "a photo containing a box."])
+    assert img.shape[0] == 4 and txt.shape[0] == 2 and img.shape[1] == txt.shape[1]
+    assert torch.allclose(img.norm(dim=-1), torch.ones(4), atol=1e-5)
+    sim = clip.similarity(img, txt)
+    raw_i, raw_t = clip.encode_image(pv, normalize=False), clip.encode_text(["a photo containing a ball."],
+                                                                            normalize=False)
+    cos = torch.nn.functional.cosine_similarity(raw_i[1], raw_t[0], dim=0)
+    assert torch.isclose(sim[1, 0], clip.logit_scale * cos, atol=1e-4)
+    # a batch of texts encodes as each text alone
+    assert torch.allclose(clip.encode_text(["a photo containing a box."])[0], txt[1], atol=1e-5)
+
+
+def test_scopes_and_checkpoint_round_trip(clip, images, tmp_path):
+    names = clip.set_trainable("vision_layers", vision_layers=[1])
+    assert names and all(("resblocks.1." in n) or ("layers.1." in n) for n in names)
+    pv = clip.preprocess(images)
+    with torch.no_grad():
+        for n, p in clip.model.named_parameters():
+            if p.requires_grad:
+                p.add_(0.1)
+        want = clip.encode_image(pv)
+    clip.save_checkpoint(tmp_path / "ck")
+    fresh = load_model("clip", clip.path, ckpt_load_path=str(tmp_path / "ck"))
+    with torch.no_grad():
+        assert torch.equal(fresh.encode_image(pv), want)
+    with pytest.raises(LetheError, match="unknown CLIP trainable scope"):
+        clip.set_trainable("projector")
+
+
+def test_save_pretrained_round_trip(clip, images, tmp_path):
+    pv = clip.preprocess(images)
+    with torch.no_grad():
+        want = clip.encode_image(pv)
+    clip.save_pretrained(tmp_path / "copy")
+    again = load_model("clip", str(tmp_path / "copy"))
+    with torch.no_grad():
+        assert torch.equal(again.encode_image(again.preprocess(images)), want)
+
+
+def test_bad_clip_path(tmp_path):
+    with pytest.raises(LetheError, match="neither an open_clip dir"):
+        load_model("clip", str(tmp_path))
+    with pytest.raises(LetheError, match="not found"):
+        load_model("clip", str(tmp_path / "missing"))
