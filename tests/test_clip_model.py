@@ -67,3 +67,20 @@ def test_bad_clip_path(tmp_path):
         load_model("clip", str(tmp_path))
     with pytest.raises(LetheError, match="not found"):
         load_model("clip", str(tmp_path / "missing"))
+
+
+def test_open_clip_tower_converts_to_hf_clip_vision_model(tiny_dir, images):
+    clip = load_model("clip", tiny_dir("open_clip"))
+    hf = clip.to_hf_vision_model().eval()
+    pv = clip.preprocess(images)
+    with torch.no_grad():
+        ours = hf(pixel_values=pv, output_hidden_states=True)
+        v = clip.model.visual
+        x = v.conv1(pv).flatten(2).transpose(1, 2)
+        x = torch.cat([v.class_embedding.expand(x.shape[0], 1, -1), x], 1) + v.positional_embedding
+        x = v.transformer(v.ln_pre(x))
+        assert (ours.last_hidden_state - x).abs().max() < 1e-5
+        assert (ours.pooler_output - v.ln_post(x[:, 0])).abs().max() < 1e-5
+        # and the open_clip image embedding is the HF pooled output through open_clip's projection
+        emb = clip.encode_image(pv, normalize=False)
+        assert (ours.pooler_output @ v.proj - emb).abs().max() < 1e-5

@@ -185,6 +185,54 @@ class ClipModel:
         self.scope = scope
         return [n for n, p in self.model.named_parameters() if p.requires_grad]
 
+    def to_hf_vision_model(self):
+        """The vision tower as a HF ``CLIPVisionModel`` (what LLaVA uses), with the same weights and outputs.
+
+        open_clip ViT → HF key mapping: conv1 → patch_embedding, ln_pre → pre_layrnorm, in_proj → q/k/v_proj,
+        c_fc/c_proj → fc1/fc2, ln_post → post_layernorm; activation exact GELU (open_clip's default).
+        """
+        from transformers import CLIPVisionConfig, CLIPVisionModel
+
+        if self.backend == "hf":
+            import copy
+
+            return copy.deepcopy(self.model.vision_model)
+        v = self.model.visual
+        if getattr(v, "attn_pool", None) is not None or not hasattr(v, "conv1"):
+            raise LetheError("only plain open_clip ViT towers convert to a HF CLIPVisionModel")
+        width = v.conv1.out_channels
+        blocks = v.transformer.resblocks
+        mlp = blocks[0].mlp.c_fc.out_features
+        cfg = CLIPVisionConfig(hidden_size=width, intermediate_size=mlp, num_hidden_layers=len(blocks),
+                               num_attention_heads=blocks[0].attn.num_heads,
+                               image_size=v.image_size[0] if isinstance(v.image_size, tuple) else v.image_size,
+                               patch_size=v.conv1.kernel_size[0], hidden_act="gelu",
+                               layer_norm_eps=v.ln_pre.eps, projection_dim=self.model.text_projection.shape[-1]
+                               if torch.is_tensor(getattr(self.model, "text_projection", None)) else width)
+        sd = {"embeddings.class_embedding": v.class_embedding, "embeddings.patch_embedding.weight": v.conv1.weight,
+              "embeddings.position_embedding.weight": v.positional_embedding,
+              "pre_layrnorm.weight": v.ln_pre.weight, "pre_layrnorm.bias": v.ln_pre.bias,
+              "post_layernorm.weight": v.ln_post.weight, "post_layernorm.bias": v.ln_post.bias}
+        for i, b in enumerate(blocks):
+            pre = f"encoder.layers.{i}."
+            for name, w in zip(("q_proj", "k_proj", "v_proj"), b.attn.in_proj_weight.chunk(3)):
+                sd[pre + f"self_attn.{name}.weight"] = w
+            for name, w in zip(("q_proj", "k_proj", "v_proj"), b.attn.in_proj_bias.chunk(3)):
+                sd[pre + f"self_attn.{name}.bias"] = w
+            sd.update({pre + "self_attn.out_proj.weight": b.attn.out_proj.weight,
+                       pre + "self_attn.out_proj.bias": b.attn.out_proj.bias,
+                       pre + "layer_norm1.weight": b.ln_1.weight, pre + "layer_norm1.bias": b.ln_1.bias,
+                       pre + "layer_norm2.weight": b.ln_2.weight, pre + "layer_norm2.bias": b.ln_2.bias,
+                       pre + "mlp.fc1.weight": b.mlp.c_fc.weight, pre + "mlp.fc1.bias": b.mlp.c_fc.bias,
+                       pre + "mlp.fc2.weight": b.mlp.c_proj.weight, pre + "mlp.fc2.bias": b.mlp.c_proj.bias})
+        out = CLIPVisionModel(cfg)
+        target = out.state_dict()
+        missing = set(target) - set(sd) - {k for k in target if k.endswith("position_ids")}
+        if missing:
+            raise LetheError(f"open_clip → HF vision conversion left tensors unset: {sorted(missing)[:3]}")
+        out.load_state_dict({k: t.detach().clone() for k, t in sd.items()}, strict=False)
+        return out
+
     def save_checkpoint(self, path: str | Path, extra_metadata: dict | None = None) -> Path:
         from common.checkpoint import save_trainable
 
