@@ -17,6 +17,9 @@ from common.errors import LetheError
 from common.io import atomic_path, atomic_write_json
 from common.models.base import get_submodule, resolve_device
 
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
 
 def detect_backend(path: str) -> str:
     """``open_clip`` for an open_clip dir / ``hf-hub:`` / ``ARCH/PRETRAINED`` name, else ``hf``."""
@@ -47,8 +50,8 @@ def save_open_clip(model, model_cfg: dict, out: Path, preprocess_cfg: dict | Non
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
-    pre = preprocess_cfg or {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
-                             "interpolation": "bicubic", "resize_mode": "shortest"}
+    pre = preprocess_cfg or {"mean": list(OPENAI_MEAN), "std": list(OPENAI_STD), "interpolation": "bicubic",
+                             "resize_mode": "shortest"}
     atomic_write_json(out / "open_clip_config.json", {"model_cfg": model_cfg, "preprocess_cfg": pre})
     with atomic_path(out / "open_clip_model.safetensors") as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))

@@ -66,6 +66,30 @@ def generate(p: argparse.ArgumentParser) -> Runner:
     return run
 
 
+@subcommand("pretrain", help="train the toy CLIP and LLaVA on CPU (cached), print and write OUT/metrics.json")
+def pretrain(p: argparse.ArgumentParser) -> Runner:
+    from common.toy.pretrain import add_arguments
+
+    add_arguments(p)
+
+    def run(args: argparse.Namespace) -> None:
+        from dataclasses import fields
+        from pathlib import Path
+
+        from common.toy.pretrain import PretrainConfig, pretrain as run_pretrain
+
+        cfg = PretrainConfig(**{f.name: getattr(args, f.name) for f in fields(PretrainConfig)})
+        if not (Path(cfg.data) / "manifest.json").is_file():
+            if not args.generate_if_missing:
+                raise LetheError(f"{cfg.data}: no toy world here (run python -m common.toy generate)")
+            from common.toy.world import WorldConfig, generate as generate_world
+
+            generate_world(cfg.data, WorldConfig(seed=cfg.seed))
+        run_pretrain(cfg, force=args.force)
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m common.toy",
                                      description="The toy world: synthetic data (and tiny models trained on it).")

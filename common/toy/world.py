@@ -100,7 +100,7 @@ class WorldConfig:
     max_objects: int = 4
     duplicate_rate: float = 0.15  # chance that an extra object repeats a category already in the scene
     cooccur_rate: float = 0.25  # chance that B is (truly) added to a scene holding A, for each bias pair A→B
-    bias_rate: float = 0.5  # share of pretrain captions of A-and-not-B images that also mention B
+    bias_rate: float = 0.65  # share of pretrain captions of A-and-not-B images that also mention B
     bias_pairs: tuple[tuple[str, str], ...] = DEFAULT_BIAS_PAIRS
     captions_per_image: int = 5
     # benchmarks
