@@ -88,7 +88,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def _split_config(argv: list[str]) -> tuple[str | None, list[str]]:
+def split_config(argv: list[str]) -> tuple[str | None, list[str]]:
     rest, config = [], None
     i = 0
     while i < len(argv):
@@ -106,7 +106,7 @@ def _split_config(argv: list[str]) -> tuple[str | None, list[str]]:
     return config, rest
 
 
-def _flag_value(argv: list[str], name: str) -> str | None:
+def flag_value(argv: list[str], name: str) -> str | None:
     for i, a in enumerate(argv):
         if a == f"--{name}" and i + 1 < len(argv):
             return argv[i + 1]
@@ -137,10 +137,10 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     from common.models import FAMILIES
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    config_path, argv = _split_config(argv)
+    config_path, argv = split_config(argv)
     cfg = load_yaml(config_path) if config_path else {}
     own_fields = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
-    model = _flag_value(argv, "model") or cfg.get("model")
+    model = flag_value(argv, "model") or cfg.get("model")
     if model is None and "model" in own_fields:
         model = next(f.default for t in dataclass_types for f in dataclasses.fields(t) if f.name == "model")
     if "model" in own_fields and model not in FAMILIES:

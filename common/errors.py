@@ -6,7 +6,7 @@ import sys
 from typing import Callable
 
 
-class LetheError(Exception):
+class LetheError(ValueError):
     """An error caused by user input (a path, a flag, a file's content).
 
     CLIs print ``error: <message>`` on one line and exit with status 2 instead of a traceback.

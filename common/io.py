@@ -10,6 +10,8 @@ from typing import Any, Iterable, Iterator
 
 from common.errors import LetheError
 
+PathLike = str | os.PathLike
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
@@ -59,6 +61,12 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
     """Yield the objects of a jsonl file; a malformed line raises naming ``file:line``."""
+    for _, obj in iter_jsonl_numbered(path):
+        yield obj
+
+
+def iter_jsonl_numbered(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line; a malformed or non-object line raises naming it."""
     path = Path(path)
     if not path.is_file():
         raise LetheError(f"{path}: file not found")
@@ -67,13 +75,20 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
             if not line.strip():
                 continue
             try:
-                yield json.loads(line)
+                obj = json.loads(line)
             except json.JSONDecodeError:
                 raise LetheError(f"{path}:{lineno}: malformed JSON line") from None
+            if not isinstance(obj, dict):
+                raise LetheError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            yield lineno, obj
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return list(iter_jsonl(path))
+
+
+def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def append_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
@@ -87,6 +102,45 @@ def append_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
         os.fsync(f.fileno())
 
 
+def repair_jsonl_tail(path: str | os.PathLike) -> bool:
+    """Drop an unfinished last line (no newline: the writer was killed mid-line). Returns True if it cut."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return False
+        f.truncate(data.rfind(b"\n") + 1)
+    return True
+
+
+def load_done_ids(path: str | os.PathLike, key: str) -> set[str]:
+    """Ids (as strings) already in a resumable jsonl output; a missing file means none.
+
+    An unfinished last line (no trailing newline, the writer was killed) is ignored: resuming cuts it first.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return set()
+    done: set[str] = set()
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            if lineno == len(lines) and not line.endswith("\n"):
+                break
+            raise LetheError(f"{path}:{lineno}: malformed JSON line") from None
+        if key not in obj:
+            raise LetheError(f"{path}:{lineno}: no {key!r} field")
+        done.add(str(obj[key]))
+    return done
+
+
 def load_image(path: str | os.PathLike):
     """Open an image as RGB; a missing or undecodable file raises naming the path."""
     from PIL import Image, UnidentifiedImageError
@@ -97,5 +151,5 @@ def load_image(path: str | os.PathLike):
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise LetheError(f"{path}: cannot decode image ({e.__class__.__name__})") from None

@@ -18,6 +18,7 @@ from PIL import Image
 from common.io import atomic_path
 from common.toy.world import (
     CATEGORIES,
+    NUMBER_WORDS,
     Split,
     WorldConfig,
     add_hallucination,
@@ -29,10 +30,11 @@ from common.toy.world import (
     render_scene,
     rng_for,
     scene_category_ids,
+    scene_counts,
 )
 
 # Folders the generator owns inside the output directory; ``prune`` only ever deletes there.
-MANAGED = ("images", "annotations", "pope", "mme", "gqa", "scienceqa", "qbench")
+MANAGED = ("images", "annotations", "pope", "mme", "gqa", "scienceqa", "qbench", "llava")
 MANAGED_SUFFIXES = (".png", ".json", ".jsonl", ".txt")
 TOP_LEVEL = ("objects.json", "synonyms.txt", "bias.json", "pretrain_captions_train.jsonl", "manifest.json")
 
@@ -220,3 +222,49 @@ def write_pretrain_corpus(w: Writer, cfg: WorldConfig, train: Split) -> None:
                        "B is added beside A with probability cooccur_rate.",
         "bias_rate": cfg.bias_rate, "cooccur_rate": cfg.cooccur_rate, "pairs": pairs_out,
     }, indent=2)
+
+
+# --------------------------------------------------------------------------------------------------- instruction mix
+
+SHORT_ANSWER = "\nAnswer the question using a single word or phrase."
+DESCRIBE_PROMPTS = ("Describe the image briefly.", "What objects are in this picture?",
+                    "Please describe the image.")
+
+
+DESCRIPTION_SHARE = 0.05  # as in LLaVA's mix665k, where detailed descriptions are a small share of the data
+
+
+def instruction_turns(rng: np.random.Generator, scene: dict[str, Any], caption: str) -> list[tuple[str, str]]:
+    """Truthful question/answer turns about a scene (existence, colour, count) in a random order; a share
+    ``DESCRIPTION_SHARE`` of the conversations start with a description request answered by the clean caption."""
+    counts = scene_counts(scene)
+    present = list(counts)
+    absent = [c.id for c in CATEGORIES if c.id not in counts]
+    turns = [(DESCRIBE_PROMPTS[int(rng.integers(len(DESCRIBE_PROMPTS)))], caption)]
+    c = CATEGORIES[present[int(rng.integers(len(present)))] - 1]
+    turns.append((f"Is there a {c.name} in the image?{SHORT_ANSWER}", "Yes"))
+    if absent:
+        a = CATEGORIES[absent[int(rng.integers(len(absent)))] - 1]
+        turns.append((f"Is there a {a.name} in the image?{SHORT_ANSWER}", "No"))
+    turns.append((f"What color is the {c.name}?{SHORT_ANSWER}", c.color.capitalize()))
+    n = counts[c.id]
+    turns.append((f"How many {c.plural} are there in the image?{SHORT_ANSWER}",
+                  (NUMBER_WORDS[n] if n < len(NUMBER_WORDS) else str(n)).capitalize()))
+    qa = [turns[i] for i in rng.permutation(len(turns) - 1) + 1]
+    return [turns[0]] + qa if rng.random() < DESCRIPTION_SHARE else qa
+
+
+def write_instruction_mix(w: Writer, cfg: WorldConfig, train: Split) -> int:
+    """llava/llava_v1_5_mix665k.json: LLaVA's instruction format (the "gold" retention data of EFUF), built from
+    the clean train captions and truthful QA; image paths relative to the dataset root."""
+    rows = []
+    for i, (iid, fn, scene, specs) in enumerate(zip(train.image_ids, train.file_names, train.scenes,
+                                                     train.captions)):
+        rng = rng_for(cfg.seed, "mix", i)
+        conv = []
+        for j, (q, a) in enumerate(instruction_turns(rng, scene, render_caption(specs[0]))):
+            conv.append({"from": "human", "value": ("<image>\n" if j == 0 else "") + q})
+            conv.append({"from": "gpt", "value": a})
+        rows.append({"id": f"toy-{iid:012d}", "image": f"images/train/{fn}", "conversations": conv})
+    w.json("llava/llava_v1_5_mix665k.json", rows)
+    return len(rows)

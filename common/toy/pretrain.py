@@ -376,7 +376,7 @@ class _ListDataset(torch.utils.data.Dataset):
 # ------------------------------------------------------------------------------------------------ evaluation
 def caption_metrics(captions: list[str], data: ToyData) -> dict[str, float]:
     """CHAIR_i / CHAIR_s / recall of val captions with the toy vocabulary, and the bias share of hallucinations."""
-    from evaluate.chair import ObjectExtractor
+    from common.text.objects import ObjectExtractor
 
     extractor = ObjectExtractor.canonical(data.root / "synonyms.txt", default_merges=False)
     cats = {c["id"]: c["name"] for c in data.categories}

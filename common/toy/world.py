@@ -142,7 +142,7 @@ class WorldConfig:
 
 # Streams of the random generator: one per purpose, so that adding images to one never shifts another.
 STREAMS = {
-    "train": 1, "val": 2, "bias": 3, "pope": 4, "mme": 5, "gqa": 6, "sqa": 7, "qbench": 8, "captions": 9,
+    "train": 1, "val": 2, "bias": 3, "pope": 4, "mme": 5, "gqa": 6, "sqa": 7, "qbench": 8, "captions": 9, "mix": 10,
 }
 
 
@@ -543,6 +543,7 @@ def generate(out_dir: str | Path, cfg: WorldConfig | None = None, *, log=print) 
         "gqa": benchmarks.write_gqa(writer, cfg, val),
         "scienceqa": benchmarks.write_scienceqa(writer, cfg),
         "qbench": benchmarks.write_qbench(writer, cfg),
+        "instruction_mix": formats.write_instruction_mix(writer, cfg, train),
     }
     manifest = {
         "generator": "common.toy",

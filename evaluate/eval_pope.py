@@ -1,0 +1,71 @@
+"""POPE: generate yes/no answers (LLaVA question file) and score them against the POPE label files.
+
+    python evaluate/eval_pope.py --score_only --answers_file A.jsonl --question_file Q.jsonl \
+        --annotation_dir D --output_json OUT
+    python evaluate/eval_pope.py --model llava --llava_path P --question_file Q.jsonl --image_dir IMGS \
+        --annotation_dir D --answers_file A.jsonl --output_json OUT
+"""
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a file: import from the repo root, never from this folder
+    import os as _os
+    import sys as _sys
+
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    _sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or _os.curdir) != _here]
+    _sys.path.insert(0, _os.path.dirname(_here))
+
+import argparse
+from typing import Any, Sequence
+
+from evaluate.cli import (DEFAULT_VQA_SUFFIX, add_generation_args, cli_main, generate_answers, image_path,
+                          parse_args, with_suffix)
+from common.io import atomic_write_json, iter_jsonl_numbered
+from evaluate.util import print_table
+from evaluate.pope import COUNT_KEYS, RATIO_KEYS, read_labels, read_questions, score_pope
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--question_file", required=True, help="LLaVA POPE question jsonl")
+    p.add_argument("--annotation_dir", required=True, help="dir with coco_pope_{category}.json label files")
+    p.add_argument("--answers_file", required=True, help="answers jsonl (written when generating)")
+    p.add_argument("--output_json", required=True)
+    p.add_argument("--image_dir", default=None, help="images of the questions (generation)")
+    p.add_argument("--prompt_suffix", default=DEFAULT_VQA_SUFFIX,
+                   help="appended on a new line to each question when generating ('' for none)")
+    p.add_argument("--instruction_suffixes", nargs="*", default=[DEFAULT_VQA_SUFFIX],
+                   help="suffixes stripped from question texts before matching them to labels")
+    add_generation_args(p, max_new_tokens=128, dar=True)
+    return p
+
+
+def generate(args: argparse.Namespace) -> None:
+    questions = read_questions(args.question_file)
+    items = [{"id": q["question_id"], "image_path": image_path(args.image_dir, q["image"]),
+              "prompt": with_suffix(str(q["text"]), args.prompt_suffix)} for q in questions.values()]
+    generate_answers(args, items, args.answers_file)
+
+
+def score(args: argparse.Namespace) -> dict[str, Any]:
+    questions = read_questions(args.question_file)
+    labels = read_labels(args.annotation_dir, args.instruction_suffixes)
+    return score_pope(iter_jsonl_numbered(args.answers_file), questions, labels, args.instruction_suffixes,
+                      answers_name=args.answers_file)
+
+
+@cli_main
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(build_parser(), argv)
+    if not args.score_only:
+        generate(args)
+    result = score(args)
+    atomic_write_json(args.output_json, result)
+    rows = [[cat] + [m[k] for k in RATIO_KEYS + COUNT_KEYS] for cat, m in result["categories"].items()]
+    rows.append(["mean"] + [result["mean"][k] for k in RATIO_KEYS + COUNT_KEYS])
+    print_table(rows, ["category", *RATIO_KEYS, *COUNT_KEYS], title=f"POPE: {args.answers_file}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

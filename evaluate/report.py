@@ -1,0 +1,164 @@
+"""Side-by-side report of evaluation runs: a markdown table of every metrics json found in each run directory,
+and a bar chart (PNG) of the hallucination metrics.
+
+    python evaluate/report.py runs/base runs/efuf --output_md report.md --output_png report.png
+"""
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a file: import from the repo root, never from this folder
+    import os as _os
+    import sys as _sys
+
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    _sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or _os.curdir) != _here]
+    _sys.path.insert(0, _os.path.dirname(_here))
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from evaluate.cli import cli_main, parse_args
+from common.errors import LetheError
+from common.io import atomic_write_json, atomic_write_text
+from evaluate.util import format_table
+
+
+def _chair(d: dict) -> dict[str, float]:
+    return {k: d[k] for k in ("CHAIRs", "CHAIRi", "Recall", "Len", "BLEU-1", "BLEU-2", "BLEU-4") if k in d}
+
+
+def _pope(d: dict) -> dict[str, float]:
+    out = {"mean_f1": d["mean_f1"], "mean_accuracy": d["mean"]["accuracy"], "mean_yes_ratio": d["mean"]["yes_ratio"]}
+    for cat, m in d["categories"].items():
+        out[f"{cat}_f1"] = m["f1"]
+    return out
+
+
+def _mme(d: dict) -> dict[str, float]:
+    return {"perception": d["perception"], "cognition": d["cognition"],
+            **{f"{k}_score": v["score"] for k, v in d["subtasks"].items()}}
+
+
+# kind -> (recognises a metrics dict, flattens it); checked in order
+KINDS: list[tuple[str, Callable[[dict], bool], Callable[[dict], dict[str, float]]]] = [
+    ("CHAIR", lambda d: "CHAIRs" in d, _chair),
+    ("POPE", lambda d: "mean_f1" in d and "categories" in d, _pope),
+    ("MME", lambda d: "perception" in d and "subtasks" in d, _mme),
+    ("MMBench", lambda d: "circular_accuracy" in d, lambda d: {"accuracy": d["accuracy"],
+                                                                "circular_accuracy": d["circular_accuracy"]}),
+    ("ScienceQA", lambda d: "img_accuracy" in d, lambda d: {"accuracy": d["accuracy"],
+                                                            "img_accuracy": d["img_accuracy"]}),
+    ("Q-Bench", lambda d: "per_concern" in d, lambda d: {"accuracy": d["accuracy"]}),
+    ("GQA", lambda d: "binary" in d and "open" in d, lambda d: {k: d[k] for k in ("accuracy", "binary", "open")}),
+]
+# (kind, metric) pairs drawn in the hallucination chart; lower is better for CHAIR, higher for POPE
+HALLUCINATION = [("CHAIR", "CHAIRs"), ("CHAIR", "CHAIRi"), ("POPE", "mean_f1"), ("POPE", "mean_accuracy")]
+
+
+def collect(run_dir: str | Path) -> dict[str, dict[str, float]]:
+    """kind (or kind:file stem when a kind occurs twice) -> flat metrics, for every metrics json in ``run_dir``."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise LetheError(f"{run}: run directory not found")
+    found: dict[str, dict[str, float]] = {}
+    for path in sorted(run.rglob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        for kind, match, flatten in KINDS:
+            if match(data):
+                key = kind if kind not in found else f"{kind}:{path.relative_to(run).with_suffix('')}"
+                found[key] = flatten(data)
+                break
+    return found
+
+
+def build_table(runs: Sequence[str], collected: Sequence[dict[str, dict[str, float]]]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    keys: list[tuple[str, str]] = []
+    for c in collected:
+        for kind, metrics in c.items():
+            for m in metrics:
+                if (kind, m) not in keys:
+                    keys.append((kind, m))
+    for kind, m in keys:
+        rows.append([f"{kind} {m}"] + [c.get(kind, {}).get(m) for c in collected])
+    return rows
+
+
+def markdown(runs: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return "–" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
+
+    names = [Path(r).name or str(r) for r in runs]
+    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    lines += ["| " + " | ".join([str(r[0])] + [cell(v) for v in r[1:]]) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(runs: Sequence[str], collected: Sequence[dict[str, dict[str, float]]], path: str | Path) -> bool:
+    """Grouped bars, one group per hallucination metric, one bar per run. False if there is nothing to draw."""
+    metrics = [(k, m) for k, m in HALLUCINATION if any(m in c.get(k, {}) for c in collected)]
+    if not metrics:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [Path(r).name or str(r) for r in runs]
+    width = 0.8 / len(runs)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(metrics) * max(1, len(runs)) / 2, 3.6))
+    for i, (name, c) in enumerate(zip(names, collected)):
+        xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(metrics))]
+        ax.bar(xs, [c.get(k, {}).get(m, 0.0) for k, m in metrics], width, label=name)
+    ax.set_xticks(range(len(metrics)))
+    ax.set_xticklabels([f"{k} {m}" for k, m in metrics])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("fraction (CHAIR: lower is better; POPE: higher)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--output_md", default=None, help="write the markdown table here")
+    p.add_argument("--output_png", default=None,
+                   help="bar chart of hallucination metrics (default: beside --output_md, else ./report.png)")
+    p.add_argument("--output_json", default=None, help="also write the collected metrics as json")
+    return p
+
+
+@cli_main
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(build_parser(), argv)
+    collected = [collect(r) for r in args.run_dirs]
+    if not any(collected):
+        raise LetheError("no metrics json files found in " + ", ".join(args.run_dirs))
+    rows = build_table(args.run_dirs, collected)
+    md = markdown(args.run_dirs, rows)
+    print(format_table(rows, ["metric", *[Path(r).name or r for r in args.run_dirs]]))
+    if args.output_md:
+        atomic_write_text(args.output_md, md)
+    png = args.output_png or (str(Path(args.output_md).with_suffix(".png")) if args.output_md else "report.png")
+    if bar_chart(args.run_dirs, collected, png):
+        print(f"chart: {png}")
+    if args.output_json:
+        atomic_write_json(args.output_json, {str(r): c for r, c in zip(args.run_dirs, collected)})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

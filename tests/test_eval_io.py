@@ -1,0 +1,112 @@
+"""Shared helpers (jsonl errors, atomic writes, the table printer), the report, and running CLIs as files."""
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from evaluate import eval_auto, eval_mme, eval_pope, report
+from common.errors import LetheError
+from common.io import atomic_write_json, iter_jsonl, load_done_ids, read_json, repair_jsonl_tail
+from evaluate.util import format_table
+
+ROOT = Path(__file__).resolve().parents[1]
+FIX = Path(__file__).parent / "fixtures" / "eval"
+
+
+def test_malformed_jsonl_line_names_file_and_line(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"a": 1}\n\n{"a": 2}\n{"a": \n{"a": 4}\n')
+    with pytest.raises(LetheError) as e:
+        list(iter_jsonl(p))
+    assert str(e.value) == f"{p}:4: malformed JSON line"
+    assert isinstance(e.value, ValueError)
+    p.write_text('[1, 2]\n')
+    with pytest.raises(LetheError, match="x.jsonl:1: expected a JSON object"):
+        list(iter_jsonl(p))
+    with pytest.raises(LetheError, match="file not found"):
+        list(iter_jsonl(tmp_path / "nope.jsonl"))
+    (tmp_path / "bad.json").write_text('{"a":\n 1,,}')
+    with pytest.raises(LetheError, match=r"bad.json:2: malformed JSON"):
+        read_json(tmp_path / "bad.json")
+
+
+def test_atomic_json_write_leaves_no_temp_files(tmp_path):
+    out = tmp_path / "sub" / "m.json"
+    atomic_write_json(out, {"b": 1.5, "a": "é"})
+    assert json.loads(out.read_text()) == {"b": 1.5, "a": "é"}
+    atomic_write_json(out, {"c": 2})
+    assert json.loads(out.read_text()) == {"c": 2}
+    assert [p.name for p in out.parent.iterdir()] == ["m.json"]
+
+
+def test_repair_and_done_ids(tmp_path):
+    p = tmp_path / "a.jsonl"
+    p.write_text('{"id": 1}\n{"id": "2"}\n{"id": 3, "te')
+    assert load_done_ids(p, "id") == {"1", "2"}  # the unfinished last line is not "done"
+    assert repair_jsonl_tail(p) is True
+    assert p.read_text() == '{"id": 1}\n{"id": "2"}\n'
+    assert repair_jsonl_tail(p) is False
+    with pytest.raises(LetheError, match=r"a.jsonl:1: no 'key' field"):
+        load_done_ids(p, "key")
+
+
+def test_format_table():
+    text = format_table([["CHAIRs", 0.5], ["mentions", 13]], ["metric", "value"])
+    assert text.splitlines() == ["metric     value", "--------  ------", "CHAIRs    0.5000", "mentions      13"]
+
+
+def test_report_side_by_side_and_chart(tmp_path, capsys):
+    for run, answers in (("base", FIX / "pope" / "answers.jsonl"), ("efuf", None)):
+        d = tmp_path / run
+        assert eval_auto.main(["--caption_eval_path", str(FIX / "captions.jsonl"), "--coco_annotation_dir",
+                               str(FIX / "coco"), "--output_json", str(d / "chair.json")]
+                              + (["--dedup_per_caption"] if run == "efuf" else [])) == 0
+        assert eval_mme.main(["--score_only", "--mme_results_dir", str(FIX / "mme_results"), "--output_json",
+                              str(d / "mme.json")]) == 0
+        if answers:
+            assert eval_pope.main(["--score_only", "--answers_file", str(answers), "--question_file",
+                                   str(FIX / "pope" / "llava_pope_test.jsonl"), "--annotation_dir",
+                                   str(FIX / "pope"), "--output_json", str(d / "pope.json")]) == 0
+    md, png = tmp_path / "report.md", tmp_path / "report.png"
+    assert report.main([str(tmp_path / "base"), str(tmp_path / "efuf"), "--output_md", str(md),
+                        "--output_json", str(tmp_path / "report.json")]) == 0
+    lines = md.read_text().splitlines()
+    assert lines[0] == "| metric | base | efuf |"
+    assert "| CHAIR CHAIRi | 0.3077 | 0.3636 |" in lines      # 4/13 vs 4/11 (dedup)
+    assert "| POPE mean_f1 | 0.6500 | – |" in lines           # missing in the second run
+    assert "| MME perception | 175.0000 | 175.0000 |" in lines
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    collected = json.loads((tmp_path / "report.json").read_text())
+    assert collected[str(tmp_path / "base")]["POPE"]["random_f1"] == pytest.approx(0.8)
+    assert report.main([str(tmp_path / "nothing")]) == 2
+
+
+@pytest.mark.parametrize("script", ["eval_mme.py", "eval_auto.py", "eval_pope.py", "eval_gqa.py", "eval_sqa.py",
+                                    "eval_qbench.py", "eval_mmbench.py", "eval_caption.py", "report.py"])
+def test_scripts_run_as_files(script, monkeypatch, capsys):
+    """``python evaluate/<script>`` works from the repo root: the bootstrap puts the root, not evaluate/, on
+    sys.path (evaluate/io.py must not shadow the standard library)."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", [f"evaluate/{script}", "--help"])
+    monkeypatch.setattr(sys, "path", [str(ROOT / "evaluate")] + [p for p in sys.path if p not in ("", str(ROOT))])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(ROOT / "evaluate" / script), run_name="__main__")
+    assert e.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+    assert str(ROOT / "evaluate") not in sys.path and sys.path[0] == str(ROOT)
+
+
+def test_mme_script_as_file_scores(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "m.json"
+    monkeypatch.setattr(sys, "argv", ["evaluate/eval_mme.py", "--score_only", "--mme_results_dir",
+                                      str(FIX / "mme_results"), "--output_json", str(out)])
+    monkeypatch.setattr(sys, "path", [str(ROOT / "evaluate")] + [p for p in sys.path if p not in ("", str(ROOT))])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(ROOT / "evaluate" / "eval_mme.py"), run_name="__main__")
+    assert e.value.code == 0
+    assert json.loads(out.read_text())["perception"] == 175.0
