@@ -2,7 +2,7 @@
 sorted order, that are not listed in the training-objects file (lines ``image ### ...``).
 
     python evaluate/eval_caption.py --model llava --llava_path P --image_dir COCO/train2014 \
-        --objects_file objects.txt --output_file captions.jsonl
+        --objects_file objects.txt --caption_eval_path captions.jsonl
     python evaluate/eval_auto.py --caption_eval_path captions.jsonl --coco_annotation_dir ANN --output_json c.json
 
 Output lines: ``{"image_id": int, "image": str, "caption": str}``; re-running resumes where it stopped.
@@ -34,8 +34,11 @@ EFUF_EVAL_PROMPT = "Please describe the image in great detail. Your response sho
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image_dir", required=True, help="COCO-format image folder")
-    p.add_argument("--output_file", required=True, help="captions jsonl (appended; resumable)")
-    p.add_argument("--objects_file", default=None, help="exclusion list, lines 'image ### ...' (EFUF objects.txt)")
+    p.add_argument("--caption_eval_path", "--output_file", dest="output_file", required=True,
+                   help="captions jsonl (appended; resumable)")
+    p.add_argument("--objects_file", default=None,
+                   help="images used in training, excluded: EFUF's objects.txt ('image ### ...' lines) or the jsonl "
+                        "of insight/object.py ('image' field)")
     p.add_argument("--num_images", type=int, default=1600)
     p.add_argument("--start", type=int, default=0, help="skip the first S eligible images")
     p.add_argument("--prompt", default=EFUF_EVAL_PROMPT)
@@ -52,6 +55,15 @@ def excluded_images(objects_file: PathLike | None) -> set[str]:
     path = Path(objects_file)
     if not path.is_file():
         raise LetheError(f"{path}: objects file not found")
+    if path.suffix == ".jsonl":
+        from common.io import iter_jsonl_numbered
+
+        out = set()
+        for lineno, row in iter_jsonl_numbered(path):
+            if "image" not in row:
+                raise LetheError(f"{path}:{lineno}: no 'image' field")
+            out.add(str(row["image"]))
+        return out
     return {line.split("###")[0].strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
 
 

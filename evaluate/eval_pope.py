@@ -22,7 +22,7 @@ from evaluate.cli import (DEFAULT_VQA_SUFFIX, add_generation_args, cli_main, gen
                           parse_args, with_suffix)
 from common.io import atomic_write_json, iter_jsonl_numbered
 from evaluate.util import print_table
-from evaluate.pope import COUNT_KEYS, RATIO_KEYS, read_labels, read_questions, score_pope
+from evaluate.pope import COUNT_KEYS, RATIO_KEYS, pope_categories, read_labels, read_questions, score_pope
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         generate(args)
     result = score(args)
     atomic_write_json(args.output_json, result)
-    rows = [[cat] + [m[k] for k in RATIO_KEYS + COUNT_KEYS] for cat, m in result["categories"].items()]
+    rows = [[cat] + [m[k] for k in RATIO_KEYS + COUNT_KEYS] for cat, m in pope_categories(result).items()]
     rows.append(["mean"] + [result["mean"][k] for k in RATIO_KEYS + COUNT_KEYS])
     print_table(rows, ["category", *RATIO_KEYS, *COUNT_KEYS], title=f"POPE: {args.answers_file}")
     return 0

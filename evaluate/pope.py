@@ -125,5 +125,10 @@ def score_pope(answers: Iterable[tuple[int, Mapping[str, Any]]], questions: Mapp
         categories[cat] = m
     mean = {k: sum(c[k] for c in categories.values()) / len(categories) for k in RATIO_KEYS}
     mean.update({k: sum(c[k] for c in categories.values()) for k in COUNT_KEYS + ("num_answers",)})
-    return {"categories": categories, "mean": mean, "mean_f1": mean["f1"],
+    return {**categories, "mean": mean, "mean_f1": mean["f1"],
             "categories_without_answers": sorted(set(labels) - set(per_cat))}
+
+
+def pope_categories(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The per-category entries of a POPE result (top-level keys, as the issue's output format asks)."""
+    return {k: v for k, v in result.items() if isinstance(v, dict) and k != "mean"}

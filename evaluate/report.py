@@ -30,7 +30,9 @@ def _chair(d: dict) -> dict[str, float]:
 
 def _pope(d: dict) -> dict[str, float]:
     out = {"mean_f1": d["mean_f1"], "mean_accuracy": d["mean"]["accuracy"], "mean_yes_ratio": d["mean"]["yes_ratio"]}
-    for cat, m in d["categories"].items():
+    from evaluate.pope import pope_categories
+
+    for cat, m in pope_categories(d).items():
         out[f"{cat}_f1"] = m["f1"]
     return out
 
@@ -43,7 +45,7 @@ def _mme(d: dict) -> dict[str, float]:
 # kind -> (recognises a metrics dict, flattens it); checked in order
 KINDS: list[tuple[str, Callable[[dict], bool], Callable[[dict], dict[str, float]]]] = [
     ("CHAIR", lambda d: "CHAIRs" in d, _chair),
-    ("POPE", lambda d: "mean_f1" in d and "categories" in d, _pope),
+    ("POPE", lambda d: "mean_f1" in d and "mean" in d, _pope),
     ("MME", lambda d: "perception" in d and "subtasks" in d, _mme),
     ("MMBench", lambda d: "circular_accuracy" in d, lambda d: {"accuracy": d["accuracy"],
                                                                 "circular_accuracy": d["circular_accuracy"]}),

@@ -43,3 +43,14 @@ def images():
     rng = np.random.default_rng(0)
     sizes = [(40, 30), (32, 32), (30, 50), (64, 48)]
     return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for (w, h) in sizes]
+
+
+@pytest.fixture(scope="session")
+def toy_world(tmp_path_factory):
+    """A small toy world (all official layouts) written by the real generator."""
+    from common.toy.world import WorldConfig, generate
+
+    root = tmp_path_factory.mktemp("toyworld")
+    generate(root, WorldConfig(seed=0, n_train=120, n_val=24, pope_images=12, mme_per_subtask=4, gqa_images=12,
+                               sqa_train=8, sqa_val=4, sqa_test=8, qbench=8), log=lambda *_: None)
+    return root

@@ -33,7 +33,7 @@ def test_pope_scores_by_hand(tmp_path, capsys):
     assert eval_pope.main(["--score_only", "--answers_file", str(FIX / "answers.jsonl"), *ARGS,
                            "--output_json", str(out)]) == 0
     r = json.loads(out.read_text())
-    rnd, pop = r["categories"]["random"], r["categories"]["popular"]
+    rnd, pop = r["random"], r["popular"]
     assert (rnd["TP"], rnd["FP"], rnd["TN"], rnd["FN"]) == (2, 1, 1, 0)
     assert rnd["accuracy"] == 0.75 and rnd["precision"] == pytest.approx(2 / 3) and rnd["recall"] == 1.0
     assert rnd["f1"] == pytest.approx(0.8) and rnd["yes_ratio"] == 0.75
@@ -81,7 +81,7 @@ def test_custom_suffix_and_partial_answers(tmp_path):
                            "--annotation_dir", str(FIX), "--output_json", str(out),
                            "--instruction_suffixes", "Reply briefly."]) == 0
     r = json.loads(out.read_text())
-    m = r["categories"]["random"]
+    m = r["random"]
     assert (m["TP"], m["FP"], m["TN"], m["FN"], m["unanswered"]) == (0, 0, 0, 1, 3)
     assert m["precision"] == 0.0 and m["f1"] == 0.0  # zero denominators give 0, not an exception
     assert r["categories_without_answers"] == ["popular"]

@@ -172,9 +172,9 @@ def test_pope_generation_then_scoring(fake, tmp_path):
     assert fake.calls[0][1][0] == "Is there a dog in the image?\nAnswer the question using a single word or phrase."
     r = json.loads(out.read_text())
     # the fake says "Yes" only for the dog question (q1, label yes); "No" elsewhere
-    assert (r["categories"]["random"]["TP"], r["categories"]["random"]["TN"], r["categories"]["random"]["FN"]) == \
+    assert (r["random"]["TP"], r["random"]["TN"], r["random"]["FN"]) == \
         (1, 2, 1)
-    assert (r["categories"]["popular"]["TN"], r["categories"]["popular"]["FN"]) == (2, 2)
+    assert (r["popular"]["TN"], r["popular"]["FN"]) == (2, 2)
 
 
 def test_mme_generation_writes_official_results(fake, tmp_path):

@@ -5,15 +5,11 @@ import pytest
 import torch
 
 from common.toy.pretrain import PretrainConfig, auroc, load_toy_data, pretrain
-from common.toy.world import WorldConfig, generate
 
 
 @pytest.fixture(scope="module")
-def small_world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toyworld")
-    generate(root, WorldConfig(seed=0, n_train=120, n_val=24, pope_images=12, mme_per_subtask=4, gqa_images=12,
-                               sqa_train=8, sqa_val=4, sqa_test=8, qbench=8), log=lambda *_: None)
-    return root
+def small_world(toy_world):
+    return toy_world
 
 
 def _cfg(root, out, **kw):
