@@ -242,9 +242,20 @@ BUILDERS: dict[str, Callable] = {
 TINY_FAMILIES = [*BUILDERS, "open_clip"]
 
 
-def write_tiny(family: str, out: str | Path, seed: int = 0) -> Path:
-    """Build the tiny checkpoint of ``family`` with ``seed`` and save it under ``out``."""
+def write_tiny(family: str, out: str | Path, seed: int = 0, layout: str = "hf") -> Path:
+    """Build the tiny checkpoint of ``family`` with ``seed`` and save it under ``out``.
+
+    ``layout="official"`` writes the original project's checkpoint layout instead (families in OFFICIAL_WRITERS).
+    """
     out = Path(out)
+    if layout == "official":
+        if family not in OFFICIAL_WRITERS:
+            raise LetheError(f"no official layout for {family!r}; it exists for: {', '.join(OFFICIAL_WRITERS)}")
+        torch.manual_seed(seed)
+        OFFICIAL_WRITERS[family](out)
+        return out
+    if layout != "hf":
+        raise LetheError(f"unknown layout {layout!r}; valid: hf, official")
     if family == "open_clip":
         write_open_clip(out, seed)
         return out
@@ -263,10 +274,212 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--family", required=True, help=f"one of: {', '.join(TINY_FAMILIES)}")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--layout", default="hf", choices=["hf", "official"],
+                    help="hf (default) or the original project's checkpoint layout (minigpt4, owl, share4v, llava)")
     a = ap.parse_args(argv)
-    path = write_tiny(a.family, a.out, a.seed)
-    print(f"wrote tiny {a.family} checkpoint to {path}")
+    path = write_tiny(a.family, a.out, a.seed, a.layout)
+    print(f"wrote tiny {a.family} checkpoint{' (official layout)' if a.layout == 'official' else ''} to {path}")
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# MiniGPT-4, mPLUG-Owl, ShareGPT4V: tiny checkpoints in our layout and in the original projects' layouts.
+# The official layouts use the real key names and tensor roles at tiny sizes; the hf-layout tiny checkpoint of each
+# family is the converter's output for its official tiny checkpoint, so both describe the same weights.
+
+def llama_style_tokenizer(vocab_size: int = 600):
+    """A Llama-like tokenizer as the official LLMs ship it: <unk>=0, <s>=1, </s>=2, BOS prepended, no pad token,
+    no image token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(_BASE_CORPUS.splitlines(), trainer=trainer)
+    tk.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                      special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def _tiny_llama(hidden: int = 64, layers: int = 2):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = llama_style_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=None)
+    model = LlamaForCausalLM(cfg)
+    _finish(model, tok)
+    return model, tok
+
+
+def _rotary_buffers(layers: int, hidden: int, heads: int = 4, prefix: str = "model.") -> dict:
+    """The ``rotary_emb.inv_freq`` buffers transformers 4.2x/4.3x saved in every LLaMA checkpoint."""
+    dim = hidden // heads
+    inv = 1.0 / (10000 ** (torch.arange(0, dim, 2).float() / dim))
+    return {f"{prefix}layers.{i}.self_attn.rotary_emb.inv_freq": inv.clone() for i in range(layers)}
+
+
+def _rand(*shape: int, std: float = 0.05) -> torch.Tensor:
+    return torch.randn(*shape) * std
+
+
+def write_official_minigpt4(out: Path, width: int = 176, depth: int = 2, image_size: int = 56, patch: int = 14) -> None:
+    """``eva_vit_g.pth`` (LAVIS EVA ViT keys) + ``pretrained_minigpt4.pth`` ({"model": llama_proj}) + a Llama dir.
+
+    Width 176 keeps EVA's head size 88 (2 heads); depth 2; MLP int(width * 4.3637) as create_eva_vit_g.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    mlp = int(width * 4.3637)
+    grid = image_size // patch
+    eva = {"cls_token": _rand(1, 1, width, std=0.02), "pos_embed": _rand(1, grid * grid + 1, width, std=0.02),
+           "patch_embed.proj.weight": _rand(width, 3, patch, patch, std=0.02), "patch_embed.proj.bias": _rand(width)}
+    for i in range(depth):
+        b = f"blocks.{i}."
+        eva.update({b + "norm1.weight": 1 + _rand(width, std=0.1), b + "norm1.bias": _rand(width),
+                    b + "attn.q_bias": _rand(width, std=0.1), b + "attn.v_bias": _rand(width, std=0.1),
+                    b + "attn.qkv.weight": _rand(3 * width, width), b + "attn.proj.weight": _rand(width, width),
+                    b + "attn.proj.bias": _rand(width), b + "norm2.weight": 1 + _rand(width, std=0.1),
+                    b + "norm2.bias": _rand(width), b + "mlp.fc1.weight": _rand(mlp, width), b + "mlp.fc1.bias": _rand(mlp),
+                    b + "mlp.fc2.weight": _rand(width, mlp), b + "mlp.fc2.bias": _rand(width)})
+    torch.save(eva, out / "eva_vit_g.pth")
+    llm, tok = _tiny_llama()
+    hidden = llm.config.hidden_size
+    torch.save({"model": {"llama_proj.weight": _rand(hidden, 4 * width, std=0.02), "llama_proj.bias": _rand(hidden)}},
+               out / "pretrained_minigpt4.pth")
+    llm.save_pretrained(out / "Llama-2-7b-chat-hf")
+    tok.save_pretrained(out / "Llama-2-7b-chat-hf")
+
+
+def _owl_official_config(text: dict) -> dict:
+    return {"model_type": "mplug-owl", "architectures": ["MplugOwlForConditionalGeneration"], "num_query_tokens": 8,
+            "vision_config": {"model_type": "mplug_owl_vision_model", "hidden_size": 64, "intermediate_size": 128,
+                              "projection_dim": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                              "num_channels": 3, "image_size": 32, "patch_size": 8, "hidden_act": "quick_gelu",
+                              "layer_norm_eps": 1e-6, "attention_dropout": 0.0, "initializer_range": 0.02,
+                              "initializer_factor": 1.0, "use_flash_attn": False},
+            "visual_abstractor_config": {"model_type": "mplug_owl_visual_abstract", "hidden_size": 64,
+                                         "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 96,
+                                         "attention_probs_dropout_prob": 0.1, "initializer_range": 0.02,
+                                         "layer_norm_eps": 1e-6, "encoder_hidden_size": 64},
+            "text_config": text}
+
+
+def write_official_owl(out: Path) -> None:
+    """The MAGAer13/mplug-owl-llama-7b layout: config.json (model_type mplug-owl), pytorch_model.bin with the official
+    module names (+ rotary buffers), a LLaMA tokenizer and a CLIP-style preprocessor_config.json."""
+    import json
+
+    from transformers import CLIPImageProcessor
+
+    from common.convert.core import llama_text_config
+    from common.models.owl import OwlConfig, OwlForConditionalGeneration
+
+    out.mkdir(parents=True, exist_ok=True)
+    llm, tok = _tiny_llama()
+    text = llama_text_config(llm.config.to_dict())
+    cfg = _owl_official_config(text)
+    strip = lambda d: {k: v for k, v in d.items() if k != "model_type"}  # noqa: E731
+    ours = OwlConfig(vision_config=strip(cfg["vision_config"]),
+                     visual_abstractor_config=strip(cfg["visual_abstractor_config"]), text_config=text,
+                     num_query_tokens=cfg["num_query_tokens"], image_token_id=len(tok))
+    model = OwlForConditionalGeneration(ours)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state.update(_rotary_buffers(text["num_hidden_layers"], text["hidden_size"], prefix="language_model.model."))
+    torch.save(state, out / "pytorch_model.bin")
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    tok.save_pretrained(out)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(out)
+
+
+def _write_official_llava(out: Path, model_type: str, tower_id: str) -> None:
+    """An original LLaVA-1.5-style dir: Llama config + mm_* fields, pytorch_model.bin with ``model.*``,
+    ``lm_head.weight``, ``model.mm_projector.{0,2}.*`` and rotary buffers; the CLIP tower in a subdir named like the
+    last part of ``mm_vision_tower``."""
+    import json
+
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    out.mkdir(parents=True, exist_ok=True)
+    llm, tok = _tiny_llama()
+    hidden, layers = llm.config.hidden_size, llm.config.num_hidden_layers
+    vcfg = CLIPVisionConfig(**_clip_vision(64, 2, 32, 8))
+    tower_dir = out / tower_id.split("/")[-1]
+    tower_dir.mkdir()
+    vcfg.save_pretrained(tower_dir)  # the released towers were saved by transformers 4.x: "vision_model." prefix
+    torch.save({f"vision_model.{k}": v.contiguous() for k, v in CLIPVisionModel(vcfg).state_dict().items()},
+               tower_dir / "pytorch_model.bin")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tower_dir)
+    state = {k: v.contiguous() for k, v in llm.state_dict().items()}
+    state.update({"model.mm_projector.0.weight": _rand(hidden, vcfg.hidden_size, std=0.02),
+                  "model.mm_projector.0.bias": _rand(hidden), "model.mm_projector.2.weight": _rand(hidden, hidden),
+                  "model.mm_projector.2.bias": _rand(hidden)})
+    state.update(_rotary_buffers(layers, hidden))
+    torch.save(state, out / "pytorch_model.bin")
+    arch = {"llava": "LlavaLlamaForCausalLM", "share4v": "Share4VLlamaForCausalLM"}[model_type]
+    cfg = {k: v for k, v in llm.config.to_dict().items() if k not in ("dtype", "transformers_version")}
+    cfg.update({"architectures": [arch], "model_type": model_type, "mm_vision_tower": tower_id,
+                "mm_hidden_size": vcfg.hidden_size, "mm_projector_type": "mlp2x_gelu", "mm_vision_select_layer": -2,
+                "mm_vision_select_feature": "patch", "image_aspect_ratio": "pad", "mm_use_im_start_end": False,
+                "mm_use_im_patch_token": False, "tune_mm_mlp_adapter": False, "freeze_mm_mlp_adapter": False,
+                "use_mm_proj": True, "torch_dtype": "float32"})
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    tok.save_pretrained(out)
+
+
+def write_official_share4v(out: Path) -> None:
+    _write_official_llava(out, "share4v", "Lin-Chen/ShareGPT4V-7B_Pretrained_vit-large336-l12")
+
+
+def write_official_llava(out: Path) -> None:
+    _write_official_llava(out, "llava", "openai/clip-vit-large-patch14-336")
+
+
+def _from_official(writer: Callable, convert: Callable, model_cls):
+    """Build the hf-layout tiny model: write the official tiny layout, convert it, load the converted tensors."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        writer(Path(tmp) / "official")
+        config, state, proc, _ = convert(Path(tmp) / "official")
+    model = model_cls(config)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    tok = proc.tokenizer
+    _finish(model, tok)
+    return model, proc
+
+
+def tiny_minigpt4():
+    from common.convert.minigpt4 import convert_official
+    from common.models.minigpt4 import MiniGPT4ForConditionalGeneration
+
+    return _from_official(write_official_minigpt4, convert_official, MiniGPT4ForConditionalGeneration)
+
+
+def tiny_owl():
+    from common.convert.owl import convert_official
+    from common.models.owl import OwlForConditionalGeneration
+
+    return _from_official(write_official_owl, convert_official, OwlForConditionalGeneration)
+
+
+def tiny_share4v():
+    from transformers import LlavaForConditionalGeneration
+
+    from common.convert.llava import convert_original
+
+    return _from_official(write_official_share4v, convert_original, LlavaForConditionalGeneration)
+
+
+BUILDERS.update({"minigpt4": tiny_minigpt4, "owl": tiny_owl, "share4v": tiny_share4v})
+TINY_FAMILIES.extend(["minigpt4", "owl", "share4v"])
+OFFICIAL_WRITERS: dict[str, Callable[[Path], None]] = {
+    "minigpt4": write_official_minigpt4, "owl": write_official_owl, "share4v": write_official_share4v,
+    "llava": write_official_llava}
 
 
 if __name__ == "__main__":

@@ -58,3 +58,13 @@ def load_model(family: str, path: str, ckpt_load_path: str | None = None, lora_p
 
 __all__ = ["FAMILIES", "IGNORE_INDEX", "SCOPES", "Batch", "ClipModel", "Sample", "VisionLanguageModel",
            "family_class", "load_model", "register_family"]
+
+# Families transformers lacks (written natively) and ShareGPT4V (HF Llava, converted from its original layout).
+from common.models.minigpt4 import MiniGPT4VLM  # noqa: E402
+from common.models.owl import OwlVLM  # noqa: E402
+from common.models.share4v import Share4VVLM  # noqa: E402
+
+register_family("minigpt4", MiniGPT4VLM)
+register_family("owl", OwlVLM)
+register_family("share4v", Share4VVLM)
+register_family("minigpt", MiniGPT4VLM)  # EFUF's name for it: --model minigpt --minigpt_path P keeps working

@@ -1,0 +1,38 @@
+"""ShareGPT4V-7B: the LLaVA-1.5 architecture with its own (fine-tuned CLIP ViT-L/14-336) vision tower.
+
+It runs as Hugging Face ``LlavaForConditionalGeneration``. ``load_model("share4v", P)`` takes a converted HF Llava
+dir, or the original checkpoint dir (``Lin-Chen/ShareGPT4V-7B`` layout: LLaVA-style config with ``mm_vision_tower``),
+converted in memory on the fly (``common.convert.llava``); ``python -m common.convert llava`` writes the converted
+dir once. ``vision_tower=DIR`` overrides where the CLIP tower is found.
+"""
+from __future__ import annotations
+
+from common.models.llava import LlavaVLM
+
+
+class Share4VVLM(LlavaVLM):
+    family = "share4v"
+    prompt_format = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
+                     "helpful, detailed, and polite answers to the user's questions. USER: <image>\n{prompt} ASSISTANT:")
+
+    def _fix_processor(self) -> None:
+        from common.models.native import use_pil_image_processor
+
+        use_pil_image_processor(self.processor)  # LLaVA/ShareGPT4V preprocess with CLIPImageProcessor on PIL images
+
+    @classmethod
+    def from_pretrained(cls, path: str, dtype="auto", device="auto", device_map=None,
+                        attn_implementation: str | None = None, trust_remote_code: bool = False,
+                        vision_tower: str | None = None, **kwargs) -> "Share4VVLM":
+        from common.convert.llava import convert_original, is_original_layout
+
+        if path and is_original_layout(path):
+            from common.models.native import instantiate
+
+            config, state, processor, _ = convert_original(path, vision_tower=vision_tower)
+            model = instantiate(cls.model_class(), config, state, dtype=dtype, device=device, device_map=device_map,
+                                attn_implementation=attn_implementation)
+            return cls(model, processor, path=path)
+        return super().from_pretrained(path, dtype=dtype, device=device, device_map=device_map,
+                                       attn_implementation=attn_implementation, trust_remote_code=trust_remote_code,
+                                       **kwargs)
