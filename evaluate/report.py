@@ -140,7 +140,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_png", default=None,
                    help="bar chart of hallucination metrics (default: beside --output_md, else ./report.png)")
     p.add_argument("--output_json", default=None, help="also write the collected metrics as json")
+    p.add_argument("--summary_json", default=None, help="write {run name: {CHAIRs, CHAIRi, Recall, Len, f1}} "
+                   "(CHAIR keys, and f1 = POPE mean F1) for a before/after comparison")
     return p
+
+
+def summary(runs: Sequence[str], collected: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """{run name: the headline hallucination numbers}: CHAIR's keys, POPE's mean F1 as ``f1``."""
+    out = {}
+    for run, c in zip(runs, collected):
+        flat = {k: v for k, v in c.get("CHAIR", {}).items() if k in ("CHAIRs", "CHAIRi", "Recall", "Len")}
+        if "POPE" in c:
+            flat["f1"] = c["POPE"]["mean_f1"]
+            flat["pope_accuracy"] = c["POPE"]["mean_accuracy"]
+            flat["pope_yes_ratio"] = c["POPE"]["mean_yes_ratio"]
+        out[Path(run).name or str(run)] = flat
+    return out
 
 
 @cli_main
@@ -159,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"chart: {png}")
     if args.output_json:
         atomic_write_json(args.output_json, {str(r): c for r, c in zip(args.run_dirs, collected)})
+    if args.summary_json:
+        atomic_write_json(args.summary_json, summary(args.run_dirs, collected))
     return 0
 
 

@@ -95,27 +95,37 @@ def run_generation(vlm: VisionLanguageModel, items: Sequence[Mapping[str, Any]],
     done = load_done_ids(output_path, id_key)
     todo = [it for it in items if str(it["id"]) not in done]
     gen_kw = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample)
+    # Greedy/beam answers depend only on (image, prompt): POPE's three splits share their positive questions,
+    # so identical pairs are generated once (batched == batch-size-1, so the answers are the same).
+    cache: dict[tuple[Any, str], tuple[str, str | None]] = {}
     batches = _batches(todo, batch_size)
     already = len(items) - len(todo)
-    finished = already
-    for b, batch in enumerate(batches):
+    from tqdm.auto import tqdm
+
+    for batch in tqdm(batches, desc="generate", unit="batch", disable=not progress, file=sys.stderr):
         with_images = batch[0]["image_path"] is not None
-        images = [load_image(it["image_path"]) for it in batch] if with_images else [None] * len(batch)
-        prompts = [str(it["prompt"]) for it in batch]
-        descriptions = None
-        if dar_prompt and with_images:
-            descriptions = _generate(vlm, images, [dar_prompt] * len(batch),
-                                     **{**gen_kw, "max_new_tokens": dar_max_new_tokens or max_new_tokens})
-            prompts = [dar_template.format(description=d, question=p) for d, p in zip(descriptions, prompts)]
-        texts = _generate(vlm, images, prompts, **gen_kw)
+        keys = [(it["image_path"], str(it["prompt"])) for it in batch]
+        gen_keys = keys if do_sample else list(dict.fromkeys(k for k in keys if k not in cache))
+        results: list[tuple[str, str | None]] = []
+        if gen_keys:
+            images = [load_image(k[0]) for k in gen_keys] if with_images else [None] * len(gen_keys)
+            prompts = [k[1] for k in gen_keys]
+            descriptions: list[str | None] = [None] * len(gen_keys)
+            if dar_prompt and with_images:
+                descriptions = _generate(vlm, images, [dar_prompt] * len(gen_keys),
+                                         **{**gen_kw, "max_new_tokens": dar_max_new_tokens or max_new_tokens})
+                prompts = [dar_template.format(description=d, question=p) for d, p in zip(descriptions, prompts)]
+            results = list(zip(_generate(vlm, images, prompts, **gen_kw), descriptions))
+        if do_sample:
+            per_item = results
+        else:
+            cache.update(zip(gen_keys, results))
+            per_item = [cache[k] for k in keys]
         records = []
-        for i, (it, text) in enumerate(zip(batch, texts)):
+        for it, (text, description) in zip(batch, per_item):
             rec = make_record(it, text)
-            if descriptions is not None:
-                rec["description"] = descriptions[i]
+            if description is not None:
+                rec["description"] = description
             records.append(rec)
         append_jsonl(output_path, records)
-        finished += len(batch)
-        if progress:
-            print(f"[generate] batch {b + 1}/{len(batches)} ({finished}/{len(items)})", file=sys.stderr)
     return RunStats(total=len(items), already_done=already, generated=len(todo))

@@ -295,3 +295,18 @@ def test_append_jsonl_then_resume_ids(tmp_path):
     append_jsonl(out, [{"image": "a.jpg", "caption": "x"}])
     assert load_done_ids(out, "image") == {"a.jpg"}
     assert load_done_ids(tmp_path / "absent.jsonl", "image") == set()
+
+
+def test_identical_image_prompt_pairs_are_generated_once_when_greedy(images, tmp_path):
+    # POPE's three splits repeat their positive questions: greedy answers are generated once per (image, prompt)
+    base = _items(images, 3)
+    items = base + [{**it, "id": it["id"] + "-again"} for it in base]
+    vlm = FakeVLM()
+    run_generation(vlm, items, tmp_path / "a.jsonl", batch_size=4, progress=False)
+    assert sum(len(p) for _, p, _ in vlm.calls) == 3
+    rows = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert [r["question_id"] for r in rows] == [it["id"] for it in items]
+    assert rows[0]["text"] == rows[3]["text"]
+    sampled = FakeVLM()
+    run_generation(sampled, items, tmp_path / "s.jsonl", batch_size=4, do_sample=True, progress=False)
+    assert sum(len(p) for _, p, _ in sampled.calls) == 6  # sampling: every item its own draw

@@ -57,7 +57,7 @@ class PretrainConfig:
     llava_steps: int = 1000
     llava_batch: int = 32
     llava_lr: float = 2e-3
-    qa_fraction: float = 0.3
+    qa_fraction: float = 0.4
     # evaluation
     eval_max_new_tokens: int = 40
     eval_batch: int = 64
@@ -248,7 +248,7 @@ def qa_pairs(rng: random.Random, data: ToyData, i: int) -> tuple[str, str]:
     cats = {c["id"]: c for c in data.categories}
     objs = data.train_objects[i]
     present = sorted(set(objs))
-    kind = rng.choice(("exist_yes", "exist_no", "exist_no", "color", "count"))
+    kind = rng.choice(("exist_yes", "exist_no", "exist_yes", "exist_no", "color", "count"))  # yes:no = 1:1
     if kind == "exist_yes" or kind.startswith("exist") and len(present) == len(cats):
         c, ans = cats[rng.choice(present)], "Yes"
     elif kind == "exist_no":

@@ -1,0 +1,84 @@
+"""EFUF's objective: one signed, score-weighted loss over positive, gold, sentence and negative samples.
+
+    L = pos_w(t) · mean_i(ℓ_pos,i · s_i)
+      + gold_w · gold_score · mean(ℓ_gold)
+      + sent_w · mean(ℓ_sent,i · mean_score_i)
+      − neg_w(t) · mean_i(ℓ_neg,i · (max_score − s_i))        (gradient ascent on hallucinated sub-sentences)
+
+ℓ is the mean NLL over a sample's target tokens; ``max_score = hal_thres + norm_thres`` (55 with EFUF's 23/32);
+``t`` is the training progress in [0, 1]. Schedules (EFUF defaults): pos 1 → 0.5 linearly over the run,
+neg 0.3 held for the first 40 % then linearly to 0.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+COMPONENTS = ("pos", "gold", "sent", "neg")
+
+
+@dataclass(frozen=True)
+class WeightSchedule:
+    """``start`` until ``start_pos`` (fraction of the run), then ``kind`` interpolation to ``end`` at t = 1."""
+
+    start: float
+    end: float
+    start_pos: float = 0.0
+    kind: str = "linear"  # linear | exp | const
+
+    def __call__(self, t: float) -> float:
+        t = min(max(t, 0.0), 1.0)
+        if self.kind == "const" or t <= self.start_pos:
+            return self.start
+        u = (t - self.start_pos) / max(1e-12, 1.0 - self.start_pos)
+        if self.kind == "linear":
+            return self.start + (self.end - self.start) * u
+        if self.kind == "exp":
+            if self.start <= 0 or self.end <= 0:
+                return self.start + (self.end - self.start) * u
+            return self.start * math.exp(math.log(self.end / self.start) * u)
+        raise ValueError(f"unknown schedule kind {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class EfufWeights:
+    pos: WeightSchedule
+    neg: WeightSchedule
+    gold_w: float
+    gold_score: float
+    sent_w: float
+    max_score: float
+
+    def at(self, t: float) -> dict[str, float]:
+        """Component weights at progress t (the multiplier in front of each mean)."""
+        return {"pos": self.pos(t), "gold": self.gold_w * self.gold_score, "sent": self.sent_w,
+                "neg": self.neg(t)}
+
+
+def efuf_loss(nll: torch.Tensor, component: torch.Tensor, score: torch.Tensor, weights: EfufWeights,
+              t: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Combine per-sample NLLs ([B]) of mixed components into EFUF's signed loss.
+
+    ``component`` holds indices into COMPONENTS, ``score`` the CLIP score (mean score for ``sent``; unused for
+    gold). Returns the loss and the per-component mean NLLs for logging.
+    """
+    w = weights.at(t)
+    total = nll.sum() * 0.0  # attached to the graph even when every weight is 0
+    logs: dict[str, float] = {}
+    for idx, name in enumerate(COMPONENTS):
+        m = component == idx
+        if not m.any() or w[name] == 0:
+            continue
+        l, s = nll[m], score[m].to(nll.dtype)
+        logs[f"nll_{name}"] = float(l.detach().mean())
+        if name == "pos":
+            total = total + w["pos"] * (l * s).mean()
+        elif name == "gold":
+            total = total + w["gold"] * l.mean()
+        elif name == "sent":
+            total = total + w["sent"] * (l * s).mean()
+        else:
+            total = total - w["neg"] * (l * (weights.max_score - s)).mean()
+    return total, logs

@@ -1,0 +1,272 @@
+"""EFUF: fine-grained unlearning of hallucinated objects, for every family in the registry.
+
+    python finetune/train.py --model llava --llava_path P [--llava_ckpt_save_path S] [--run_name R] \
+        [--pos_neg_data_path dataset/pos_neg.json] [--llava_data_path dataset/llava/llava_v1_5_mix665k.json]
+
+A ``transformers.Trainer`` whose ``compute_loss`` is EFUF's signed objective (``finetune/loss.py``): each step is
+one forward over negatives (gradient ascent), positives, gold instruction samples (and sentences when
+``--sent_w > 0``). Everything the Trainer offers works: ``accelerate launch`` with the DDP / FSDP / DeepSpeed
+configs in ``configs/accelerate/``, gradient accumulation, bf16 autocast with fp32 master weights for the trained
+tensors, resume from the last checkpoint (automatic; ``--restart`` starts over), wandb (offline unless
+``--wandb_user``). Checkpoints hold only the trainable tensors (``trainable.safetensors``); the eval scripts load
+them with ``--{model}_ckpt_load_path``.
+"""
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a file: import from the repo root, never from this folder
+    import os as _os
+    import sys as _sys
+
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    _sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or _os.curdir) != _here]
+    _sys.path.insert(0, _os.path.dirname(_here))
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from common.errors import cli_main, run_cli
+from finetune.data import EfufDataset, load_gold, load_pos_neg, load_sentences, to_sample
+from finetune.loss import COMPONENTS, EfufWeights, WeightSchedule, efuf_loss
+
+TRAINABLE_FILE = "trainable.safetensors"
+
+
+@dataclass
+class EfufConfig(TrainingArguments):
+    """EFUF's settings on top of ``TrainingArguments`` (all Trainer flags work too). Defaults as the paper."""
+
+    # data
+    pos_neg_data_path: str = field(default="dataset/pos_neg.json")
+    sentence_data_path: str = field(default="dataset/sentences.json")
+    image_dir_path: str = field(default="dataset/images", metadata={"help": "images of pos_neg / sentences"})
+    llava_data_path: Optional[str] = field(default="dataset/llava/llava_v1_5_mix665k.json", metadata={
+        "help": "gold (retention) data in LLaVA instruction format; empty to disable"})
+    vqa_image_dir: str = field(default="dataset/llava", metadata={"help": "image root of the gold data"})
+    llava_data_size_k: float = field(default=10, metadata={"help": "use the first N thousand gold entries"})
+    train_prompt: str = field(default="Please describe the image.")
+    # thresholds (tuned to CLIP ViT-B/32's 100·cos scale: re-tune them for another CLIP)
+    hal_clip_thres: float = field(default=23.0, metadata={"help": "score < this: hallucinated (negative)"})
+    norm_clip_thres: float = field(default=32.0, metadata={"help": "score > this: real (positive)"})
+    sentence_clip_thres: float = field(default=27.5)
+    gold_clip_score: float = field(default=40.0)
+    # weights and schedules
+    pos_w_start: float = 1.0
+    pos_w_end: float = 0.5
+    pos_w_start_step_pos: float = 0.0
+    neg_w_start: float = 0.3
+    neg_w_end: float = 0.0
+    neg_w_start_step_pos: float = 0.4
+    schedule: str = field(default="linear", metadata={"help": "linear | exp | const"})
+    gold_w: float = 0.3
+    sent_w: float = 0.0
+    # what is trained
+    scope: str = field(default="projector", metadata={"help": "projector | lora | llm | full | vision_layers"})
+    lora: bool = field(default=False, metadata={"help": "shortcut for --scope lora"})
+    lora_r: int = 8
+    lora_alpha: int = 16
+    # run
+    wandb_user: Optional[str] = field(default=None, metadata={"help": "wandb entity; without it wandb is offline"})
+    wandb_project: str = "lethe-efuf"
+    restart: bool = field(default=False, metadata={"help": "ignore checkpoints in the output dir"})
+    # paper defaults for Trainer fields
+    learning_rate: float = 1e-5
+    weight_decay: float = 0.05
+    num_train_epochs: float = 1.0
+    lr_scheduler_type: str = "constant"
+    max_grad_norm: float = 0.0
+    logging_steps: float = 5
+    save_steps: float = 0.25
+    save_total_limit: Optional[int] = 2
+    remove_unused_columns: bool = False
+    ddp_find_unused_parameters: Optional[bool] = True
+    report_to: Optional[str] = "wandb"
+    output_dir: Optional[str] = None
+
+    def __post_init__(self):
+        self.output_dir_given = self.output_dir is not None
+        if self.lora:
+            self.scope = "lora"
+        if self.wandb_user in ("none", ""):
+            self.wandb_user = None
+        super().__post_init__()
+
+    def weights(self) -> EfufWeights:
+        return EfufWeights(
+            pos=WeightSchedule(self.pos_w_start, self.pos_w_end, self.pos_w_start_step_pos, self.schedule),
+            neg=WeightSchedule(self.neg_w_start, self.neg_w_end, self.neg_w_start_step_pos, self.schedule),
+            gold_w=self.gold_w, gold_score=self.gold_clip_score, sent_w=self.sent_w,
+            max_score=self.hal_clip_thres + self.norm_clip_thres)
+
+
+class EfufCollator:
+    """Examples → one batch: all components in one forward, with component ids and scores per sample."""
+
+    def __init__(self, vlm):
+        self.vlm = vlm
+
+    def __call__(self, examples: list[dict[str, list]]) -> dict[str, torch.Tensor]:
+        items, comp = [], []
+        for name in COMPONENTS:
+            for ex in examples:
+                for it in ex.get(name, []):
+                    items.append(it)
+                    comp.append(COMPONENTS.index(name))
+        batch = self.vlm.build_batch([to_sample(it) for it in items])
+        return {**batch.inputs, "labels": batch.labels, "efuf_component": torch.tensor(comp),
+                "efuf_score": torch.tensor([it.score for it in items], dtype=torch.float32)}
+
+
+class EfufTrainer(Trainer):
+    """EFUF as a loss: ``compute_loss`` combines per-sample target NLLs with signs, scores and schedules."""
+
+    def __init__(self, *args, vlm, weights: EfufWeights, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.vlm, self.efuf_weights = vlm, weights
+        self._component_logs: dict[str, list[float]] = {}
+        self._losses: list[torch.Tensor] = []
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        from common.models import Batch
+
+        component = inputs.pop("efuf_component")
+        score = inputs.pop("efuf_score")
+        labels = inputs.pop("labels")
+        t = self.state.global_step / max(1, self.state.max_steps)
+        w = self.efuf_weights.at(t)
+        keep = torch.tensor([w[COMPONENTS[int(c)]] != 0 for c in component])
+        if not keep.all():  # a component whose weight is 0 now (e.g. neg after its decay) leaves the forward
+            if not keep.any():
+                keep[0] = True  # still one forward, so every process runs the same collective ops
+            rows = keep.nonzero().flatten()
+            inputs = {k: v[rows.to(v.device)] if torch.is_tensor(v) and v.shape[:1] == keep.shape else v
+                      for k, v in inputs.items()}
+            labels, component, score = labels[rows.to(labels.device)], component[rows], score[rows]
+        outputs = model(**inputs)
+        batch = Batch(inputs, labels, torch.zeros(0))
+        nll = self.vlm.per_sample_nll(batch, logits=outputs.logits)
+        loss, logs = efuf_loss(nll, component.to(nll.device), score.to(nll.device), self.efuf_weights, t)
+        for k, v in {**logs, **{f"w_{k}": v for k, v in self.efuf_weights.at(t).items()}}.items():
+            self._component_logs.setdefault(k, []).append(v)
+        self._losses.append(loss.detach().float())
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        for k, v in self._component_logs.items():
+            logs[k] = round(sum(v) / len(v), 6)
+        self._component_logs.clear()
+        if self._losses and "loss" in logs:
+            # the exact EFUF loss since the last log, averaged over processes (Trainer's "loss" is rounded)
+            local = torch.stack(self._losses).mean().reshape(1).to(self.args.device)
+            exact = self.accelerator.gather(local).mean().item()
+            logs["efuf_loss"] = exact
+            if self.is_world_process_zero():
+                print(f"step {self.state.global_step} loss {exact:.8f}", flush=True)
+        self._losses.clear()
+        super().log(logs, *args, **kwargs)
+
+    # -- checkpoints: only the trainable tensors
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        from safetensors.torch import save_file
+
+        from common.io import atomic_path
+
+        out = Path(output_dir or self.args.output_dir)
+        names = [n for n, p in self.vlm.model.named_parameters() if p.requires_grad]
+        if state_dict is None:
+            params = dict(self.vlm.model.named_parameters())
+            state_dict = {n: params[n] for n in names}
+        else:
+            state_dict = {n: state_dict[n] for n in names if n in state_dict}
+        tensors = {n: t.detach().contiguous().cpu() for n, t in state_dict.items()}
+        meta = {"format": "lethe-trainable-v1", "family": self.vlm.family, "scope": str(self.vlm.scope)}
+        if self.vlm.lora_config:
+            import json
+
+            meta["lora"] = json.dumps(self.vlm.lora_config)
+        with atomic_path(out / TRAINABLE_FILE, suffix=".safetensors") as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        f = Path(resume_from_checkpoint) / TRAINABLE_FILE
+        if not f.is_file():
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        from common.checkpoint import load_state_into, read_state_dict
+
+        state, meta = read_state_dict(f)
+        load_state_into(self.vlm.model, state, str(f), metadata=meta)
+
+
+def build_trainer(margs, cfg: EfufConfig) -> tuple[EfufTrainer, Any]:
+    vlm = margs.load(device="cpu" if not torch.cuda.is_available() else None)
+    vlm.set_trainable(cfg.scope, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
+    for p in vlm.model.parameters():  # fp32 master weights for what is trained; frozen weights keep their dtype
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    prompt = cfg.train_prompt
+    pos, neg = load_pos_neg(cfg.pos_neg_data_path, cfg.image_dir_path, prompt, cfg.hal_clip_thres, cfg.norm_clip_thres)
+    others: dict[str, list] = {"pos": pos}
+    per_step = {"pos": 1 if cfg.pos_w_start > 0 or cfg.pos_w_end > 0 else 0}
+    if cfg.gold_w > 0 and cfg.llava_data_path:
+        others["gold"] = load_gold(cfg.llava_data_path, cfg.vqa_image_dir, int(cfg.llava_data_size_k * 1000),
+                                   cfg.gold_clip_score)
+        per_step["gold"] = 1
+    if cfg.sent_w > 0:
+        others["sent"] = load_sentences(cfg.sentence_data_path, cfg.image_dir_path, prompt, cfg.hal_clip_thres,
+                                        cfg.sentence_clip_thres)
+        per_step["sent"] = 1
+    dataset = EfufDataset(neg, others, per_step, cfg.seed)
+    print(f"EFUF data: {len(neg)} negatives (an epoch), {len(pos)} positives, "
+          f"{len(others.get('gold', []))} gold, {len(others.get('sent', []))} sentences; "
+          f"trainable: {sum(p.numel() for p in vlm.model.parameters() if p.requires_grad):,} params ({cfg.scope})")
+    trainer = EfufTrainer(model=vlm.model, args=cfg, train_dataset=dataset, data_collator=EfufCollator(vlm),
+                          vlm=vlm, weights=cfg.weights())
+    return trainer, vlm
+
+
+def _setup_wandb(cfg: EfufConfig) -> None:
+    if cfg.wandb_user:
+        os.environ.setdefault("WANDB_ENTITY", cfg.wandb_user)
+    else:
+        os.environ["WANDB_MODE"] = "offline"
+    os.environ.setdefault("WANDB_PROJECT", cfg.wandb_project)
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from common.args import ModelArguments, parse_args, save_config
+
+    margs, cfg = parse_args([ModelArguments, EfufConfig], argv)
+    if not cfg.output_dir_given:  # EFUF's layout: {ckpt_save_path}/{run_name}, default checkpoints/{model}
+        cfg.run_name = cfg.run_name or time.strftime("%Y%m%d-%H%M%S")
+        cfg.output_dir = str(Path(margs.ckpt_save_path or f"checkpoints/{margs.model}") / cfg.run_name)
+    if cfg.bf16 is False and not cfg.fp16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported() \
+            and "--bf16" not in (argv or []):
+        cfg.bf16 = True  # autocast; the trained tensors stay fp32
+    _setup_wandb(cfg)
+    trainer, vlm = build_trainer(margs, cfg)
+    resume = None
+    if not cfg.restart and Path(cfg.output_dir).is_dir():
+        resume = get_last_checkpoint(cfg.output_dir)
+        if resume:
+            print(f"resuming from {resume}")
+    if trainer.is_world_process_zero():
+        save_config(cfg.output_dir, margs, name="model_config.yaml")
+        print(f"world size {cfg.world_size}; output {cfg.output_dir}", flush=True)
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(cfg.output_dir)
+    if trainer.is_world_process_zero():
+        print(f"saved {Path(cfg.output_dir) / TRAINABLE_FILE}; evaluate with "
+              f"--{margs.model}_ckpt_load_path {cfg.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

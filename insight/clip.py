@@ -1,0 +1,177 @@
+"""Image-object relevance with the ``clip`` family: EFUF's sliding-window ("fine text, fine image") score.
+
+    python insight/clip.py --objects_path dataset/objects.jsonl --image_dir dataset/images \
+        --clip_path ViT-B-32/openai --output_path dataset/clip_scores.jsonl
+
+The image is tiled into ``patch_size`` px patches (the last row/column may be partial); every
+``window_size``×``window_size``-patch window at a stride of one patch is cropped and scored against
+"A photo containing {object}." (logit_scale · cosine, i.e. 100·cos for OpenAI CLIP); a patch's score is the mean
+over the windows covering it, and the object's score is the mean of its ``average_top_k`` best patches. An image
+smaller than one window in a dimension gets no scores (``null``), as in the original.
+
+Unlike the original (one processor call and one CLIP forward per image, a Python double loop to spread window
+scores), crops of many images go through CLIP in one batch, every distinct object text is encoded once per run,
+and the window→patch spreading is one matrix product. Output: the input rows plus ``"scores"`` (one per object),
+appended per chunk; a re-run skips images already scored.
+"""
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a file: import from the repo root, never from this folder
+    import os as _os
+    import sys as _sys
+
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    _sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or _os.curdir) != _here]
+    _sys.path.insert(0, _os.path.dirname(_here))
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+
+from common.errors import LetheError, cli_main, run_cli
+
+
+@dataclass
+class ClipScoreArguments:
+    objects_path: str = field(default="dataset/objects.jsonl", metadata={"help": "insight/object.py output"})
+    image_dir: str = field(default="dataset/images")
+    output_path: str = field(default="dataset/clip_scores.jsonl")
+    clip_path: str = field(default="ViT-B-32/openai", metadata={
+        "help": "open_clip dir/name or HF CLIPModel dir/id (EFUF used openai/clip-vit-base-patch32)"})
+    clip_backend: Optional[str] = field(default=None, metadata={"help": "open_clip or hf (default: detect)"})
+    clip_prompt: str = field(default="A photo containing {}.", metadata={"help": "{} is the object"})
+    patch_size: int = field(default=48)
+    window_size: int = field(default=4)
+    average_top_k: int = field(default=4)
+    max_object_words: int = field(default=10, metadata={"help": "longer object phrases get no score"})
+    batch_size: int = field(default=256, metadata={"help": "crops per CLIP forward"})
+    device: str = field(default="auto")
+    restart: bool = field(default=False, metadata={"help": "ignore an existing output file"})
+
+
+@lru_cache(maxsize=64)
+def window_layout(height: int, width: int, patch: int, window: int) -> tuple[list[tuple[int, int, int, int]],
+                                                                             torch.Tensor]:
+    """Crop boxes (left, top, right, bottom) of every window, and the [patches, windows] averaging matrix.
+
+    Row p of the matrix holds 1/count(p) for each window covering patch p, so ``A @ window_scores`` is the
+    per-patch mean the original computes with its coverage mask.
+    """
+    ph, pw = -(-height // patch), -(-width // patch)  # ceil: a partial last patch counts
+    nh, nw = ph - window + 1, pw - window + 1
+    if nh <= 0 or nw <= 0:
+        return [], torch.zeros(0, 0)
+    boxes, cover = [], torch.zeros(ph, pw, nh * nw)
+    for i in range(nh):
+        for j in range(nw):
+            top, left = i * patch, j * patch
+            boxes.append((left, top, min(left + window * patch, width), min(top + window * patch, height)))
+            cover[i:i + window, j:j + window, i * nw + j] = 1.0
+    cover = cover.reshape(ph * pw, nh * nw)
+    return boxes, cover / cover.sum(1, keepdim=True)
+
+
+class WindowScorer:
+    """Batched sliding-window CLIP scores with a per-run text-feature cache."""
+
+    def __init__(self, clip, patch_size: int = 48, window_size: int = 4, average_top_k: int = 4,
+                 prompt: str = "A photo containing {}.", max_object_words: int = 10, batch_size: int = 256):
+        self.clip, self.patch, self.window, self.k = clip, patch_size, window_size, average_top_k
+        self.prompt, self.max_words, self.batch_size = prompt, max_object_words, batch_size
+        self._text: dict[str, torch.Tensor] = {}
+
+    def prompt_for(self, obj: str) -> str | None:
+        obj = obj.replace("[", "").replace("]", "").strip()
+        if not obj or len(obj.split(" ")) > self.max_words:
+            return None
+        return self.prompt.format(obj)
+
+    @torch.no_grad()
+    def text_features(self, prompts: Sequence[str]) -> torch.Tensor:
+        new = sorted({p for p in prompts if p not in self._text})
+        for i in range(0, len(new), self.batch_size):
+            chunk = new[i:i + self.batch_size]
+            for p, f in zip(chunk, self.clip.encode_text(list(chunk))):
+                self._text[p] = f
+        return torch.stack([self._text[p] for p in prompts]) if prompts else torch.zeros(0)
+
+    def crops(self, image) -> tuple[list, torch.Tensor]:
+        boxes, avg = window_layout(image.height, image.width, self.patch, self.window)
+        return [image.crop(b) for b in boxes], avg
+
+    @torch.no_grad()
+    def score_images(self, images: Sequence[Any], objects: Sequence[Sequence[str]]) -> list[list[float | None]]:
+        """Scores for each image's objects (None: no window fits, or the object phrase is too long)."""
+        per_image = [self.crops(im) for im in images]
+        all_crops = [c for crops, _ in per_image for c in crops]
+        feats = []
+        for i in range(0, len(all_crops), self.batch_size):
+            feats.append(self.clip.encode_image(self.clip.preprocess(all_crops[i:i + self.batch_size])))
+        crop_feats = torch.cat(feats) if feats else torch.zeros(0)
+        out, offset = [], 0
+        scale = self.clip.logit_scale
+        for (crops, avg), objs in zip(per_image, objects):
+            prompts = [self.prompt_for(o) for o in objs]
+            n = len(crops)
+            if n == 0:
+                out.append([None] * len(objs))
+                continue
+            f = crop_feats[offset:offset + n]
+            offset += n
+            valid = [p for p in prompts if p is not None]
+            scores: list[float | None] = [None] * len(objs)
+            if valid:
+                sims = scale * f @ self.text_features(valid).T  # [windows, objects]
+                patch_scores = avg.to(sims) @ sims  # [patches, objects]
+                k = min(self.k, patch_scores.shape[0])
+                top = patch_scores.topk(k, dim=0).values.mean(0)
+                it = iter(top.tolist())
+                scores = [next(it) if p is not None else None for p in prompts]
+            out.append(scores)
+        return out
+
+
+def _row_key(row: dict) -> str:
+    return f"{row.get('image_id', '')}|{row['image']}|{row.get('caption_id', row.get('caption', ''))}"
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    from common.args import parse_args
+    from common.io import append_jsonl, iter_jsonl, load_image
+    from common.models import load_model
+
+    (a,) = parse_args([ClipScoreArguments], argv)
+    rows = list(iter_jsonl(a.objects_path))
+    for n, r in enumerate(rows, 1):
+        if "image" not in r or not isinstance(r.get("objects"), list):
+            raise LetheError(f"{a.objects_path}:{n}: a row needs 'image' and an 'objects' list")
+    out = Path(a.output_path)
+    if a.restart and out.exists():
+        out.unlink()
+    done = {_row_key(r) for r in iter_jsonl(out)} if out.exists() else set()
+    todo = [r for r in rows if _row_key(r) not in done]
+    print(f"{len(rows)} captions, {len(rows) - len(todo)} already scored, {len(todo)} to go")
+    if not todo:
+        return 0
+    clip = load_model("clip", a.clip_path, backend=a.clip_backend, device=a.device)
+    scorer = WindowScorer(clip, a.patch_size, a.window_size, a.average_top_k, a.clip_prompt, a.max_object_words,
+                          a.batch_size)
+    from tqdm.auto import tqdm
+
+    chunk = max(1, a.batch_size // 8)
+    for i in tqdm(range(0, len(todo), chunk), desc="clip scores"):
+        part = todo[i:i + chunk]
+        images = [load_image(Path(a.image_dir) / r["image"]) for r in part]
+        names = [[o["text"] if isinstance(o, dict) else str(o) for o in r["objects"]] for r in part]
+        scores = scorer.score_images(images, names)
+        append_jsonl(out, [{**r, "scores": s} for r, s in zip(part, scores)])
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

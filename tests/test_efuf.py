@@ -1,0 +1,256 @@
+"""EFUF: the objective by hand, its effect on exactly the hallucinated span, frozen weights, the original data
+format, resume after a crash, and data-parallel equivalence."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from common.models import IGNORE_INDEX, load_model
+from finetune.data import Item, load_pos_neg
+from finetune.loss import COMPONENTS, EfufWeights, WeightSchedule, efuf_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER = EfufWeights(pos=WeightSchedule(1.0, 0.5, 0.0), neg=WeightSchedule(0.3, 0.0, 0.4), gold_w=0.3, gold_score=40.0,
+                    sent_w=0.0, max_score=23.0 + 32.0)
+
+
+def test_weight_schedules_as_the_paper():
+    assert [PAPER.pos(t) for t in (0.0, 0.5, 1.0)] == [1.0, 0.75, 0.5]
+    assert [PAPER.neg(t) for t in (0.0, 0.2, 0.4)] == [0.3, 0.3, 0.3]
+    assert PAPER.neg(0.7) == pytest.approx(0.15) and PAPER.neg(1.0) == 0.0
+    assert PAPER.at(0.0) == {"pos": 1.0, "gold": 12.0, "sent": 0.0, "neg": 0.3}
+    assert WeightSchedule(1.0, 0.25, 0.0, "exp")(0.5) == pytest.approx(0.5)
+
+
+def test_signed_weighted_loss_by_hand():
+    nll = torch.tensor([1.0, 2.0, 0.5, 3.0, 4.0])
+    comp = torch.tensor([COMPONENTS.index(c) for c in ("pos", "gold", "neg", "pos", "sent")])
+    score = torch.tensor([33.0, 0.0, 20.0, 40.0, 30.0])
+    loss, logs = efuf_loss(nll, comp, score, PAPER, t=0.0)
+    # pos: 1.0 * mean(1*33, 3*40) = 76.5 ; gold: 0.3*40 * 2.0 = 24 ; neg: -0.3 * 0.5*(55-20) = -5.25 ; sent_w = 0
+    assert loss.item() == pytest.approx(76.5 + 24.0 - 5.25)
+    assert logs == {"nll_pos": 2.0, "nll_gold": 2.0, "nll_neg": 0.5}
+    late, _ = efuf_loss(nll, comp, score, PAPER, t=1.0)  # pos 0.5, neg 0
+    assert late.item() == pytest.approx(0.5 * 76.5 + 24.0)
+
+
+def _tiny_vlm(tiny_dir):
+    vlm = load_model("llava", tiny_dir("llava"), dtype="float32", device="cpu")
+    vlm.set_trainable("projector")
+    return vlm
+
+
+def _toy_items(images, tmp_path):
+    paths = []
+    for i, im in enumerate(images[:2]):
+        p = tmp_path / f"im{i}.png"
+        im.save(p)
+        paths.append(str(p))
+    neg = Item(paths[0], "Please describe the image.", "a red ball,", " a purple bottle and a tent", 20.0, False)
+    pos = Item(paths[1], "Please describe the image.", "", "a blue box", 40.0, False)
+    gold = Item(paths[1], "What color is the box?", "", "Blue", 40.0, True)
+    return neg, pos, gold
+
+
+def test_trainer_loss_equals_the_hand_formula_on_a_real_batch(tiny_dir, images, tmp_path):
+    from finetune.train import EfufCollator
+
+    vlm = _tiny_vlm(tiny_dir)
+    neg, pos, gold = _toy_items(images, tmp_path)
+    batch = EfufCollator(vlm)([{"neg": [neg], "pos": [pos], "gold": [gold]}])
+    comp, score, labels = batch.pop("efuf_component"), batch.pop("efuf_score"), batch.pop("labels")
+    assert comp.tolist() == [0, 1, 3]  # pos, gold, neg: one forward over all three
+    with torch.no_grad():
+        logits = vlm.model(**batch).logits
+    # per-sample mean NLL over the target tokens, by hand
+    nll = []
+    for i in range(3):
+        m = labels[i, 1:] != IGNORE_INDEX
+        lp = torch.log_softmax(logits[i, :-1][m], -1).gather(-1, labels[i, 1:][m].unsqueeze(-1))
+        nll.append(-lp.mean().item())
+    want = 1.0 * nll[0] * 40.0 + 12.0 * nll[1] - 0.3 * nll[2] * (55.0 - 20.0)
+    from common.models import Batch
+
+    got, _ = efuf_loss(vlm.per_sample_nll(Batch(batch, labels, torch.zeros(0)), logits=logits), comp, score,
+                       PAPER, 0.0)
+    assert got.item() == pytest.approx(want, rel=1e-5)
+    # the negative's labels are exactly its sub-sentence; the context before it is not trained on
+    assert vlm.tokenizer.decode(labels[2][labels[2] != IGNORE_INDEX]) == " a purple bottle and a tent"
+
+
+def test_the_hallucinated_term_raises_the_nll_of_exactly_its_span(tiny_dir, images, tmp_path):
+    from common.models import Batch
+    from finetune.train import EfufCollator
+
+    vlm = _tiny_vlm(tiny_dir)
+    neg, pos, _ = _toy_items(images, tmp_path)
+    col = EfufCollator(vlm)
+    neg_only = EfufWeights(pos=WeightSchedule(0.0, 0.0), neg=WeightSchedule(0.3, 0.3), gold_w=0.0, gold_score=0.0,
+                           sent_w=0.0, max_score=55.0)
+
+    def span_nll(item, part):
+        b = col([{part: [item]}])
+        b.pop("efuf_component"), b.pop("efuf_score")
+        labels = b.pop("labels")
+        with torch.no_grad():
+            return vlm.per_sample_nll(Batch(b, labels, torch.zeros(0))).item()
+
+    before_neg, before_pos = span_nll(neg, "neg"), span_nll(pos, "pos")
+    opt = torch.optim.SGD([p for p in vlm.model.parameters() if p.requires_grad], lr=0.05)
+    frozen = {n: p.detach().clone() for n, p in vlm.model.named_parameters() if not p.requires_grad}
+    for _ in range(5):
+        b = col([{"neg": [neg]}])
+        comp, score, labels = b.pop("efuf_component"), b.pop("efuf_score"), b.pop("labels")
+        nll = vlm.per_sample_nll(Batch(b, labels, torch.zeros(0)), logits=vlm.model(**b).logits)
+        loss, _ = efuf_loss(nll, comp, score, neg_only, 0.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert span_nll(neg, "neg") > before_neg + 0.05  # gradient ascent on the hallucinated sub-sentence
+    assert span_nll(pos, "pos") != before_pos  # (the projector is shared, so other outputs move too)
+    assert all(torch.equal(p, frozen[n]) for n, p in vlm.model.named_parameters() if not p.requires_grad)
+
+
+# ------------------------------------------------------------------------------------------- the CLI, end to end
+def _original_format_data(root: Path, images) -> dict[str, str]:
+    """A hand-written pos_neg.json in the released efuf-unlearning-30k format, plus gold data in mix665k format."""
+    img_dir = root / "images"
+    img_dir.mkdir(parents=True)
+    for i, im in enumerate(images):
+        im.save(img_dir / f"COCO_train2014_{i:012d}.jpg")
+    pos_neg = [
+        {"image": "COCO_train2014_000000000000.jpg", "sentence": "The image shows a cat on a couch, and a dog",
+         "position": 33, "score": 21.5},
+        {"image": "COCO_train2014_000000000000.jpg", "sentence": "The image shows a cat on a couch", "position": 0,
+         "score": 33.25},
+        {"image": "COCO_train2014_000000000001.jpg", "sentence": "A man rides a bike. There is a kite", "position": 19,
+         "score": 18.0},
+        {"image": "COCO_train2014_000000000001.jpg", "sentence": "A man rides a bike", "position": 0, "score": 35.0},
+        {"image": "COCO_train2014_000000000002.jpg", "sentence": "Two people stand near a table", "position": 0,
+         "score": 27.0},
+        {"image": "COCO_train2014_000000000003.jpg", "sentence": "A bowl of fruit, with a spoon", "position": 16,
+         "score": 22.0},
+        {"image": "COCO_train2014_000000000002.jpg", "sentence": "Two people stand near a table: a clock",
+         "position": 30, "score": 15.0},
+    ]
+    (root / "pos_neg.json").write_text(json.dumps(pos_neg))
+    (root / "sentences.json").write_text(json.dumps([]))
+    gold = [{"id": f"g{i}", "image": f"images/COCO_train2014_{i:012d}.jpg",
+             "conversations": [{"from": "human", "value": "<image>\nWhat is in the image?"},
+                               {"from": "gpt", "value": "A photo."}]} for i in range(4)]
+    gold.insert(1, {"id": "text-only", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]})
+    (root / "gold.json").write_text(json.dumps(gold))
+    return {"pos_neg": str(root / "pos_neg.json"), "sentences": str(root / "sentences.json"),
+            "images": str(img_dir), "gold": str(root / "gold.json"), "gold_images": str(root)}
+
+
+def _argv(tiny, data, out, *extra):
+    return ["--model", "llava", "--llava_path", tiny, "--output_dir", str(out), "--pos_neg_data_path", data["pos_neg"],
+            "--sentence_data_path", data["sentences"], "--image_dir_path", data["images"], "--llava_data_path",
+            data["gold"], "--vqa_image_dir", data["gold_images"], "--learning_rate", "1e-3", "--report_to", "none",
+            "--use_cpu", "true", "--save_steps", "2", "--logging_steps", "1", "--seed", "3", "--disable_tqdm", "true",
+            *extra]
+
+
+def test_original_pos_neg_format_loads_with_the_thresholds(tmp_path, images):
+    data = _original_format_data(tmp_path, images)
+    pos, neg = load_pos_neg(data["pos_neg"], data["images"], "p", hal_thres=23, norm_thres=32)
+    assert sorted(i.score for i in pos) == [33.25, 35.0] and sorted(i.score for i in neg) == [15.0, 18.0, 21.5, 22.0]
+    kite = next(i for i in neg if i.score == 18.0)
+    assert (kite.context, kite.target) == ("A man rides a bike.", " There is a kite")  # sentence[position:]
+
+
+def test_train_cli_trains_only_the_projector_and_saves_it(tiny_dir, images, tmp_path):
+    from finetune.train import main
+
+    data = _original_format_data(tmp_path / "d", images)
+    out = tmp_path / "run"
+    assert main(_argv(tiny_dir("llava"), data, out, "--max_steps", "3")) == 0
+    saved = load_file(str(out / "trainable.safetensors"))
+    assert saved and all("multi_modal_projector" in k for k in saved)
+    base = load_model("llava", tiny_dir("llava"), dtype="float32")
+    tuned = load_model("llava", tiny_dir("llava"), dtype="float32", ckpt_load_path=str(out))
+    b, t = base.model.state_dict(), tuned.model.state_dict()
+    changed = {k for k in b if not torch.equal(b[k], t[k])}
+    assert changed and all("multi_modal_projector" in k for k in changed)  # frozen weights bit-identical
+    assert (out / "model_config.yaml").is_file()
+
+
+def test_a_crash_resumes_to_the_same_final_weights(tiny_dir, images, tmp_path, monkeypatch):
+    from finetune import train
+
+    data = _original_format_data(tmp_path / "d", images)
+    tiny = tiny_dir("llava")
+    full = tmp_path / "full"
+    assert train.main(_argv(tiny, data, full, "--max_steps", "6")) == 0
+
+    crashed = tmp_path / "crashed"
+    real_step = train.EfufTrainer.training_step
+    calls = {"n": 0}
+
+    def crashing_step(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("simulated crash at step 5")
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(train.EfufTrainer, "training_step", crashing_step)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train.main(_argv(tiny, data, crashed, "--max_steps", "6"))
+    assert (crashed / "checkpoint-4" / "trainable.safetensors").is_file()
+    assert not (crashed / "trainable.safetensors").exists()
+    monkeypatch.setattr(train.EfufTrainer, "training_step", real_step)
+    assert train.main(_argv(tiny, data, crashed, "--max_steps", "6")) == 0  # resumes from checkpoint-4
+    a, b = load_file(str(full / "trainable.safetensors")), load_file(str(crashed / "trainable.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    state = json.loads((crashed / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process_with_the_same_global_batch(tiny_dir, images, tmp_path):
+    """torchrun --nproc_per_node 2 (gloo, CPU) with per-device batch 1 vs 1 process with batch 2.
+
+    4 negatives, global batch 2, 4 steps = 2 epochs. Tolerance: relative 1e-6 on every logged loss and 1e-5
+    absolute on the final trainable weights (fp32; the two runs pad their batches differently and reduce in
+    another order, so the sums are not bit-identical)."""
+    data = _original_format_data(tmp_path / "d", images)
+    tiny = tiny_dir("llava")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    common = ["--max_steps", "4", "--save_strategy", "no"]
+    one = subprocess.run([sys.executable, str(ROOT / "finetune" / "train.py"),
+                          *_argv(tiny, data, tmp_path / "one", *common, "--per_device_train_batch_size", "2")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29531", str(ROOT / "finetune" / "train.py"),
+                          *_argv(tiny, data, tmp_path / "two", *common, "--per_device_train_batch_size", "1")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "world size 2" in two.stdout
+
+    def losses(out: str) -> list[float]:
+        return [float(line.split("loss ")[1].split()[0]) for line in out.splitlines() if line.startswith("step ")]
+
+    l1, l2 = losses(one.stdout), losses(two.stdout)
+    assert len(l1) == len(l2) == 4
+    assert l1 == pytest.approx(l2, rel=1e-6)
+    a, b = load_file(str(tmp_path / "one" / "trainable.safetensors")), \
+        load_file(str(tmp_path / "two" / "trainable.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_accelerate_configs_are_valid():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    for name in ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"):
+        cfg = load_config_from_file(str(ROOT / "configs" / "accelerate" / f"{name}.yaml"))
+        assert cfg.num_processes == 8 and cfg.mixed_precision == "bf16"
+        assert str(cfg.distributed_type).split(".")[-1] in ("MULTI_GPU", "FSDP", "DEEPSPEED")
