@@ -82,6 +82,7 @@ class MiniGPT4VLM(NativeVLM):
     family = "minigpt4"
     projector_paths = ("llama_proj",)
     prompt_format = PROMPT_FORMAT
+    converter_module = "common.convert.minigpt4"
 
     @classmethod
     def model_class(cls):
@@ -91,19 +92,6 @@ class MiniGPT4VLM(NativeVLM):
         if with_image:
             return PROMPT_FORMAT.format(prompt=prompt)
         return f"[INST] {prompt} [/INST]"
-
-    @classmethod
-    def is_official_layout(cls, path: str) -> bool:
-        from common.convert.minigpt4 import is_official_layout
-
-        return is_official_layout(path)
-
-    @classmethod
-    def load_official(cls, path: str, **kwargs):
-        from common.convert.minigpt4 import convert_official
-
-        config, state, processor, _ = convert_official(path, **kwargs)
-        return config, state, processor
 
     def remap_legacy_key(self, key: str) -> str | None:
         """Keys of the original MiniGPT-4 code (EFUF's minigpt checkpoints: ``llama_proj.*`` + buffers) → ours."""

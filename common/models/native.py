@@ -171,18 +171,28 @@ class NativeVLM(VisionLanguageModel):
 
     vision_paths = ("vision_model",)
     llm_paths = ("language_model",)
+    #: module with ``is_official_layout(path)`` and ``convert_official(path, **kw)`` for the original checkpoints
+    converter_module: str | None = None
 
     def _fix_processor(self) -> None:
         use_pil_image_processor(self.processor)
 
     @classmethod
+    def _converter(cls):
+        import importlib
+
+        return importlib.import_module(cls.converter_module) if cls.converter_module else None
+
+    @classmethod
     def is_official_layout(cls, path: str) -> bool:
-        return False
+        conv = cls._converter()
+        return bool(conv and conv.is_official_layout(path))
 
     @classmethod
     def load_official(cls, path: str, **kwargs):
         """(config, state dict, processor) converted in memory from the official layout at ``path``."""
-        raise NotImplementedError
+        config, state, processor, _ = cls._converter().convert_official(path, **kwargs)
+        return config, state, processor
 
     @classmethod
     def from_pretrained(cls, path: str, dtype="auto", device="auto", device_map=None,

@@ -296,6 +296,7 @@ class OwlVLM(NativeVLM):
     projector_paths = ("abstractor",)
     connector_extra_paths = ("query_tokens",)
     prompt_format = PROMPT_FORMAT
+    converter_module = "common.convert.owl"
 
     @classmethod
     def model_class(cls):
@@ -305,19 +306,6 @@ class OwlVLM(NativeVLM):
         if with_image:
             return PROMPT_FORMAT.format(prompt=prompt)
         return f"{SYSTEM}\nHuman: {prompt}\nAI: "
-
-    @classmethod
-    def is_official_layout(cls, path: str) -> bool:
-        from common.convert.owl import is_official_layout
-
-        return is_official_layout(path)
-
-    @classmethod
-    def load_official(cls, path: str, **kwargs):
-        from common.convert.owl import convert_official
-
-        config, state, processor, _ = convert_official(path, **kwargs)
-        return config, state, processor
 
     def remap_legacy_key(self, key: str) -> str | None:
         """EFUF's owl checkpoints already use the official names (``query_tokens``, ``abstractor.*``)."""
