@@ -65,9 +65,13 @@ def find_subsentence(caption: str, obj: str, position: int | None = None) -> tup
     return None
 
 
-def format_rows(rows: Iterable[dict[str, Any]], source: str = "<rows>") -> tuple[list[dict], list[dict]]:
+def format_rows(rows: Iterable[dict[str, Any] | tuple[int, dict[str, Any]]],
+                source: str = "<rows>") -> tuple[list[dict], list[dict]]:
+    """Rows of insight/clip.py's output (or ``(line number, row)`` pairs, for errors that name the file line)
+    → (pos_neg entries, sentences entries)."""
     pos_neg, sentences = [], []
-    for n, row in enumerate(rows, 1):
+    for n, item in enumerate(rows, 1):
+        n, row = item if isinstance(item, tuple) else (n, item)
         try:
             caption, image, objects, scores = row["caption"], row["image"], row["objects"], row["scores"]
         except KeyError as e:
@@ -95,10 +99,10 @@ def format_rows(rows: Iterable[dict[str, Any]], source: str = "<rows>") -> tuple
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     from common.args import parse_args
-    from common.io import atomic_write_json, iter_jsonl
+    from common.io import atomic_write_json, iter_jsonl_numbered
 
     (a,) = parse_args([FormatArguments], argv)
-    pos_neg, sentences = format_rows(iter_jsonl(a.scores_path), a.scores_path)
+    pos_neg, sentences = format_rows(iter_jsonl_numbered(a.scores_path), a.scores_path)
     atomic_write_json(a.pos_neg_data_path, pos_neg, indent=None)
     atomic_write_json(a.sentence_data_path, sentences, indent=None)
     print(f"{len(pos_neg)} objects -> {a.pos_neg_data_path}; {len(sentences)} captions -> {a.sentence_data_path}")

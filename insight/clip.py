@@ -6,8 +6,9 @@
 The image is tiled into ``patch_size`` px patches (the last row/column may be partial); every
 ``window_size``×``window_size``-patch window at a stride of one patch is cropped and scored against
 "A photo containing {object}." (logit_scale · cosine, i.e. 100·cos for OpenAI CLIP); a patch's score is the mean
-over the windows covering it, and the object's score is the mean of its ``average_top_k`` best patches. An image
-smaller than one window in a dimension gets no scores (``null``), as in the original.
+over the windows covering it, and the object's score is the mean of its ``average_top_k`` best patches. Patches
+are counted with ceil, so a side needs more than ``(window_size - 1) * patch_size`` px for one (clipped) window; a
+smaller image gets no scores (``null``), as in the original.
 
 Unlike the original (one processor call and one CLIP forward per image, a Python double loop to spread window
 scores), crops of many images go through CLIP in one batch, every distinct object text is encoded once per run,
@@ -141,17 +142,19 @@ def _row_key(row: dict) -> str:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     from common.args import parse_args
-    from common.io import append_jsonl, iter_jsonl, load_image
+    from common.io import append_jsonl, iter_jsonl, iter_jsonl_numbered, load_image, repair_jsonl_tail
     from common.models import load_model
 
     (a,) = parse_args([ClipScoreArguments], argv)
-    rows = list(iter_jsonl(a.objects_path))
-    for n, r in enumerate(rows, 1):
+    rows = []
+    for n, r in iter_jsonl_numbered(a.objects_path):
         if "image" not in r or not isinstance(r.get("objects"), list):
             raise LetheError(f"{a.objects_path}:{n}: a row needs 'image' and an 'objects' list")
+        rows.append(r)
     out = Path(a.output_path)
     if a.restart and out.exists():
         out.unlink()
+    repair_jsonl_tail(out)  # a run killed mid-line left half a row: drop it, it is scored again
     done = {_row_key(r) for r in iter_jsonl(out)} if out.exists() else set()
     todo = [r for r in rows if _row_key(r) not in done]
     print(f"{len(rows)} captions, {len(rows) - len(todo)} already scored, {len(todo)} to go")

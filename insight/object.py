@@ -69,19 +69,22 @@ def vocab_extractor(synonyms: str | None, default_merges: bool) -> Callable[[Seq
 
 
 def parse_llm_objects(output: str, caption: str) -> list[dict]:
-    """The LLM's list → objects found as whole words in the caption, in caption order, each once."""
+    """The LLM's list → objects found as whole words in the caption, in caption order, each once.
+
+    A preamble up to the first ':' ("Sure! Here are the objects:") and a parenthesised tail are dropped; the list
+    may span lines. A reply that opens with a refusal gives no objects.
+    """
     text = output.strip()
-    if "i'm sorry" in text.lower() or "i cannot" in text.lower():
+    if text.lower().startswith(("i'm sorry", "i am sorry", "i cannot", "i can't")):
         return []
-    text = text.split("\n")[0]
     if ":" in text:
         text = text.split(":", 1)[1]
-    text = text.split("(")[0]
+    text = text.split("(")[0].replace("\n", ",")
     found, seen = [], set()
     for phrase in (p.strip(" .;\"'*-") for p in text.split(",")):
         if not phrase or phrase.lower() in seen:
             continue
-        m = re.search(r"\b" + re.escape(phrase) + r"\b", caption, flags=re.IGNORECASE)
+        m = re.search(r"(?<!\w)" + re.escape(phrase) + r"(?!\w)", caption, flags=re.IGNORECASE)
         if m:
             seen.add(phrase.lower())
             found.append({"text": caption[m.start():m.end()], "category": None, "start": m.start(), "end": m.end()})
