@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # run as a file: import from the repo root, never
     _sys.path.insert(0, _os.path.dirname(_here))
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,9 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg.output_dir_given:  # EFUF's layout: {ckpt_save_path}/{run_name}, default checkpoints/{model}
         cfg.run_name = cfg.run_name or time.strftime("%Y%m%d-%H%M%S")
         cfg.output_dir = str(Path(margs.ckpt_save_path or f"checkpoints/{margs.model}") / cfg.run_name)
-    if cfg.bf16 is False and not cfg.fp16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported() \
-            and "--bf16" not in (argv or []):
-        cfg.bf16 = True  # autocast; the trained tensors stay fp32
+    given = argv if argv is not None else sys.argv[1:]
+    if not cfg.bf16 and not cfg.fp16 and not any(a.startswith("--bf16") for a in given) \
+            and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        cfg.bf16 = True  # bf16 autocast by default on GPUs that have it; the trained tensors stay fp32
     _setup_wandb(cfg)
     trainer, vlm = build_trainer(margs, cfg)
     resume = None

@@ -12,8 +12,11 @@ STAMP=.venv/.lethe-installed
 WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)${LETHE_EXTRAS:-dev}"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "[setup] installing lethe[${LETHE_EXTRAS:-dev}] into .venv (first time: a few minutes)"
-  .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-  .venv/bin/python -m pip install --quiet -e ".[${LETHE_EXTRAS:-dev}]"
+  if ! .venv/bin/python -m pip install --quiet -e ".[${LETHE_EXTRAS:-dev}]" > .venv/pip-install.log 2>&1; then
+    tail -n 30 .venv/pip-install.log
+    echo "[setup] pip install failed; full log: .venv/pip-install.log" >&2
+    exit 1
+  fi
   echo "$WANT" > "$STAMP"
 fi
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-0}"

@@ -254,3 +254,20 @@ def test_accelerate_configs_are_valid():
         cfg = load_config_from_file(str(ROOT / "configs" / "accelerate" / f"{name}.yaml"))
         assert cfg.num_processes == 8 and cfg.mixed_precision == "bf16"
         assert str(cfg.distributed_type).split(".")[-1] in ("MULTI_GPU", "FSDP", "DEEPSPEED")
+
+
+@pytest.mark.slow
+def test_accelerate_launch_with_the_ddp_config(tiny_dir, images, tmp_path):
+    """configs/accelerate/ddp.yaml drives finetune/train.py with 2 processes (gloo on CPU here). FSDP and
+    DeepSpeed need an accelerator (accelerate refuses them on CPU); their configs are checked above."""
+    data = _original_format_data(tmp_path / "d", images)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                          str(ROOT / "configs" / "accelerate" / "ddp.yaml"), "--num_processes", "2",
+                          "--mixed_precision", "no", "--main_process_port", "29533", str(ROOT / "finetune" / "train.py"),
+                          *_argv(tiny_dir("llava"), data, tmp_path / "run", "--max_steps", "2",
+                                 "--save_strategy", "no", "--per_device_train_batch_size", "1")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "world size 2" in run.stdout
+    assert (tmp_path / "run" / "trainable.safetensors").is_file()
