@@ -271,3 +271,19 @@ def test_accelerate_launch_with_the_ddp_config(tiny_dir, images, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "world size 2" in run.stdout
     assert (tmp_path / "run" / "trainable.safetensors").is_file()
+
+
+def test_sentence_loss_data_and_training(tiny_dir, images, tmp_path):
+    from finetune.data import load_sentences
+    from finetune.train import main
+
+    data = _original_format_data(tmp_path / "d", images)
+    rows = [{"image": "COCO_train2014_000000000000.jpg", "sentence": "A cat on a couch.", "mean": 30.0, "min": 25.0},
+            {"image": "COCO_train2014_000000000001.jpg", "sentence": "A man and a kite.", "mean": 26.0, "min": 24.0},
+            {"image": "COCO_train2014_000000000002.jpg", "sentence": "Two people.", "mean": 31.0, "min": 20.0}]
+    Path(data["sentences"]).write_text(json.dumps(rows))
+    kept = load_sentences(data["sentences"], data["images"], "p", hal_thres=23, sentence_thres=27.5)
+    assert [(i.target, i.score, i.add_eos) for i in kept] == [("A cat on a couch.", 30.0, True)]  # min>23, mean>27.5
+    out = tmp_path / "run"
+    assert main(_argv(tiny_dir("llava"), data, out, "--max_steps", "1", "--sent_w", "0.5")) == 0
+    assert (out / "trainable.safetensors").is_file()
