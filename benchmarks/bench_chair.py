@@ -20,8 +20,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from evaluate.chair import (ANIMAL_WORDS, COCO_DOUBLE_WORDS, DEFAULT_SYNONYMS, VEHICLE_WORDS, Caption,  # noqa: E402
-                            ObjectExtractor, compute_chair)
+from common.text.objects import (ANIMAL_WORDS, COCO_DOUBLE_WORDS, DEFAULT_SYNONYMS,  # noqa: E402
+                                 VEHICLE_WORDS, ObjectExtractor)
+from evaluate.chair import Caption, compute_chair  # noqa: E402
 from common.text.singular import singularize  # noqa: E402
 from common.text.wordtok import word_tokenize  # noqa: E402
 

@@ -28,8 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from common.errors import LetheError
 from common.io import PathLike, iter_jsonl_numbered, read_json
-from common.text.objects import (ANIMAL_WORDS, COCO_DOUBLE_WORDS, DEFAULT_SYNONYMS, VEHICLE_WORDS, Extraction,  # noqa: F401
-                                  Mention, ObjectExtractor, build_merges, load_synonyms)
+from common.text.objects import ObjectExtractor
 from common.text.wordtok import word_tokenize
 
 # ----------------------------------------------------------------------------------------------- ground truth

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from common.args import flag_value, load_yaml, split_config
 from common.errors import LetheError, cli_main  # noqa: F401 (cli_main: the eval CLIs' wrapper)

@@ -19,8 +19,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
-from evaluate.chair import (DEFAULT_SYNONYMS, ObjectExtractor, compute_bleu, compute_chair, load_ground_truth,
-                            read_captions)
+from common.text.objects import DEFAULT_SYNONYMS, ObjectExtractor
+from evaluate.chair import compute_bleu, compute_chair, load_ground_truth, read_captions
 from evaluate.cli import cli_main, parse_args
 from common.io import atomic_write_json, atomic_write_jsonl
 from evaluate.util import print_table

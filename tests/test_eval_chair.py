@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from evaluate import eval_auto
-from evaluate.chair import ObjectExtractor, compute_chair, load_ground_truth, read_captions
+from common.text.objects import ObjectExtractor
+from evaluate.chair import compute_chair, load_ground_truth, read_captions
 from common.errors import LetheError
 
 FIX = Path(__file__).parent / "fixtures" / "eval"

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from evaluate.bleu import corpus_bleu, sentence_bleu
-from evaluate.chair import ObjectExtractor
+from common.text.objects import ObjectExtractor
 from common.text.singular import singularize
 from common.text.wordtok import sent_tokenize, treebank_tokenize, word_tokenize
 
