@@ -298,9 +298,9 @@ class VisionLanguageModel:
         labels = torch.full_like(ids, IGNORE_INDEX)
         weights = torch.zeros(ids.shape, dtype=torch.float32)
         img_id = self.image_token_id
+        enc = self.tokenizer(texts, return_offsets_mapping=True)  # one batched call (fast tokenizer, no padding)
         for i, (s, text, start) in enumerate(zip(samples, texts, starts)):
-            enc = self.tokenizer(text, return_offsets_mapping=True)
-            my_ids, offsets = enc["input_ids"], enc["offset_mapping"]
+            my_ids, offsets = enc["input_ids"][i], enc["offset_mapping"][i]
             last_img = max((j for j, t in enumerate(my_ids) if t == img_id), default=-1)
             tail_ids, tail_off = my_ids[last_img + 1:], offsets[last_img + 1:]
             valid = mask[i].nonzero().flatten()
