@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--average_top_k", type=int, default=4)
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--naive", choices=["per_image", "per_object"], default="per_image")
+    p.add_argument("--arch", default="tiny", help="tiny (the test-size CLIP) or an open_clip architecture name, "
+                   "e.g. ViT-B-32 (EFUF's CLIP), built with random weights (nothing is downloaded)")
     p.add_argument("--repeat", type=int, default=3, help="timings are the best of this many runs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads while timing (0: leave as is); the "
@@ -172,10 +174,18 @@ def _run(a: argparse.Namespace) -> dict:
     from common.tiny import write_tiny
     from insight.clip import WindowScorer, window_layout
 
-
     images, objects = make_data(a.images, a.width, a.height, a.patch_size, a.window_size, a.seed)
     with tempfile.TemporaryDirectory() as tmp:
-        write_tiny(a.backend, os.path.join(tmp, a.backend), seed=a.seed)
+        if a.arch == "tiny":
+            write_tiny(a.backend, os.path.join(tmp, a.backend), seed=a.seed)
+        else:
+            import open_clip
+
+            from common.models.clip import save_open_clip
+
+            torch.manual_seed(a.seed)
+            cfg = open_clip.get_model_config(a.arch)
+            save_open_clip(open_clip.CLIP(**cfg), cfg, os.path.join(tmp, a.backend))
         clip = load_model("clip", os.path.join(tmp, a.backend), device="cpu")
     naive = NaiveFTFI(clip, a.patch_size, a.window_size, a.average_top_k, per_object=a.naive == "per_object")
 

@@ -45,10 +45,11 @@ def detect_backend(path: str) -> str:
     return "hf"
 
 
-def save_open_clip(model, model_cfg: dict, out: Path, preprocess_cfg: dict | None = None) -> None:
+def save_open_clip(model, model_cfg: dict, out: str | Path, preprocess_cfg: dict | None = None) -> None:
     """Write an open_clip ``local-dir:`` checkpoint: open_clip_config.json + open_clip_model.safetensors."""
     from safetensors.torch import save_file
 
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pre = preprocess_cfg or {"mean": list(OPENAI_MEAN), "std": list(OPENAI_STD), "interpolation": "bicubic",
                              "resize_mode": "shortest"}
