@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--average_top_k", type=int, default=4)
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--naive", choices=["per_image", "per_object"], default="per_image")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers preparing crops for our side "
+                   "(insight/clip.py's --num_workers; 0: in-process)")
     p.add_argument("--arch", default="tiny", help="tiny (the test-size CLIP) or an open_clip architecture name, "
                    "e.g. ViT-B-32 (EFUF's CLIP), built with random weights (nothing is downloaded)")
     p.add_argument("--repeat", type=int, default=3, help="timings are the best of this many runs")
@@ -191,7 +193,16 @@ def _run(a: argparse.Namespace) -> dict:
 
     def ours_run():
         scorer = WindowScorer(clip, a.patch_size, a.window_size, a.average_top_k, batch_size=a.batch_size)
-        return scorer.score_images(images, objects)
+        if not a.workers:
+            return scorer.score_images(images, objects)
+        # as insight/clip.py runs it: worker processes crop and preprocess while the main process encodes
+        chunk = max(1, len(images) // (2 * a.workers))
+        loader = torch.utils.data.DataLoader(images, batch_size=chunk, num_workers=a.workers,
+                                             collate_fn=lambda ims: [scorer.prepare(im) for im in ims])
+        out = []
+        for i, prepared in enumerate(loader):
+            out += scorer.score_prepared(prepared, objects[i * chunk:(i + 1) * chunk])
+        return out
 
     # warm-up (first-call allocations, lazy imports) on one image each, outside the timings
     naive.score(images[:1], objects[:1])

@@ -10,9 +10,10 @@ over the windows covering it, and the object's score is the mean of its ``averag
 are counted with ceil, so a side needs more than ``(window_size - 1) * patch_size`` px for one (clipped) window; a
 smaller image gets no scores (``null``), as in the original.
 
-Unlike the original (one processor call and one CLIP forward per image, a Python double loop to spread window
-scores), crops of many images go through CLIP in one batch, every distinct object text is encoded once per run,
-and the window→patch spreading is one matrix product. Output: the input rows plus ``"scores"`` (one per object),
+Unlike the original (one processor call and one CLIP forward per image in the main process, a Python double loop
+to spread window scores), images are decoded, cropped and preprocessed in ``--num_workers`` DataLoader workers,
+crops of many images go through CLIP in one batch, every distinct object text is encoded once per run, and the
+window→patch spreading is one matrix product. Output: the input rows plus ``"scores"`` (one per object),
 appended per chunk; a re-run skips images already scored.
 """
 from __future__ import annotations
@@ -49,6 +50,8 @@ class ClipScoreArguments:
     average_top_k: int = field(default=4)
     max_object_words: int = field(default=10, metadata={"help": "longer object phrases get no score"})
     batch_size: int = field(default=256, metadata={"help": "crops per CLIP forward"})
+    num_workers: int = field(default=2, metadata={"help": "processes decoding, cropping and preprocessing images "
+                                                          "while CLIP encodes (the original used none)"})
     device: str = field(default="auto")
     restart: bool = field(default=False, metadata={"help": "ignore an existing output file"})
 
@@ -103,20 +106,30 @@ class WindowScorer:
         boxes, avg = window_layout(image.height, image.width, self.patch, self.window)
         return [image.crop(b) for b in boxes], avg
 
+    def prepare(self, image) -> tuple[torch.Tensor, torch.Tensor]:
+        """CPU side of one image: its window crops preprocessed ([windows, 3, H, W]) and the averaging matrix.
+
+        Pure and picklable, so a ``DataLoader`` can run it in worker processes while CLIP encodes."""
+        crops, avg = self.crops(image)
+        return (self.clip.preprocess(crops) if crops else torch.zeros(0)), avg
+
     @torch.no_grad()
     def score_images(self, images: Sequence[Any], objects: Sequence[Sequence[str]]) -> list[list[float | None]]:
         """Scores for each image's objects (None: no window fits, or the object phrase is too long)."""
-        per_image = [self.crops(im) for im in images]
-        all_crops = [c for crops, _ in per_image for c in crops]
-        feats = []
-        for i in range(0, len(all_crops), self.batch_size):
-            feats.append(self.clip.encode_image(self.clip.preprocess(all_crops[i:i + self.batch_size])))
+        return self.score_prepared([self.prepare(im) for im in images], objects)
+
+    @torch.no_grad()
+    def score_prepared(self, prepared: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                       objects: Sequence[Sequence[str]]) -> list[list[float | None]]:
+        pixels = [px for px, _ in prepared if px.numel()]
+        all_px = torch.cat(pixels) if pixels else torch.zeros(0)
+        feats = [self.clip.encode_image(all_px[i:i + self.batch_size]) for i in range(0, len(all_px), self.batch_size)]
         crop_feats = torch.cat(feats) if feats else torch.zeros(0)
         out, offset = [], 0
         scale = self.clip.logit_scale
-        for (crops, avg), objs in zip(per_image, objects):
+        for (px, avg), objs in zip(prepared, objects):
             prompts = [self.prompt_for(o) for o in objs]
-            n = len(crops)
+            n = len(px) if px.numel() else 0
             if n == 0:
                 out.append([None] * len(objs))
                 continue
@@ -135,6 +148,21 @@ class WindowScorer:
         return out
 
 
+class _PreparedImages(torch.utils.data.Dataset):
+    """Rows → (decoded image's preprocessed crops, averaging matrix), for DataLoader workers."""
+
+    def __init__(self, scorer: WindowScorer, rows: Sequence[dict], image_dir: str):
+        self.scorer, self.rows, self.image_dir = scorer, rows, image_dir
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        from common.io import load_image
+
+        return self.scorer.prepare(load_image(Path(self.image_dir) / self.rows[i]["image"]))
+
+
 def _row_key(row: dict) -> str:
     return f"{row.get('image_id', '')}|{row['image']}|{row.get('caption_id', row.get('caption', ''))}"
 
@@ -142,7 +170,7 @@ def _row_key(row: dict) -> str:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     from common.args import parse_args
-    from common.io import append_jsonl, iter_jsonl, iter_jsonl_numbered, load_image, repair_jsonl_tail
+    from common.io import append_jsonl, iter_jsonl, iter_jsonl_numbered, repair_jsonl_tail
     from common.models import load_model
 
     (a,) = parse_args([ClipScoreArguments], argv)
@@ -165,12 +193,13 @@ def main(argv: list[str] | None = None) -> int:
                           a.batch_size)
     from tqdm.auto import tqdm
 
-    chunk = max(1, a.batch_size // 8)
-    for i in tqdm(range(0, len(todo), chunk), desc="clip scores"):
-        part = todo[i:i + chunk]
-        images = [load_image(Path(a.image_dir) / r["image"]) for r in part]
+    chunk = max(1, a.batch_size // 8)  # images per CLIP step (~8 windows each at EFUF's settings: batch_size crops)
+    loader = torch.utils.data.DataLoader(_PreparedImages(scorer, todo, a.image_dir), batch_size=chunk,
+                                         num_workers=a.num_workers, collate_fn=list)
+    for i, prepared in enumerate(tqdm(loader, desc="clip scores")):
+        part = todo[i * chunk:(i + 1) * chunk]
         names = [[o["text"] if isinstance(o, dict) else str(o) for o in r["objects"]] for r in part]
-        scores = scorer.score_images(images, names)
+        scores = scorer.score_prepared(prepared, names)
         append_jsonl(out, [{**r, "scores": s} for r, s in zip(part, scores)])
     print(f"wrote {out}")
     return 0
