@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         raise LetheError("--image needs at least one image path")
     images = [load_image(p) for p in gargs.image]  # fail on a bad image before loading the model
     vlm = margs.load()
+    if not hasattr(vlm, "generate"):
+        raise LetheError(f"--model {margs.model} does not generate text; use a vision-language family")
     texts = vlm.generate(images, [gargs.prompt] * len(images), max_new_tokens=gargs.max_new_tokens,
                          num_beams=gargs.num_beams, batch_size=gargs.batch_size)
     for path, text in zip(gargs.image, texts):

@@ -19,6 +19,12 @@ echo "== toy world -> $DATA"
 echo "== toy models -> $CKPT"
 "$PYTHON_BIN" -m common.toy pretrain --data "$DATA" --out "$CKPT" --seed "$SEED"
 echo "== EFUF on the toy world -> $OUT"
+# results of other toy models would be reused by the skip-when-done steps: start over when the models changed
+if [ -d "$OUT" ] && ! cmp -s "$CKPT/stamp.json" "$OUT/.toy_models_stamp.json"; then
+  echo "(toy models changed since $OUT was made: starting it over)"
+  rm -rf "$OUT"
+fi
+mkdir -p "$OUT" && cp "$CKPT/stamp.json" "$OUT/.toy_models_stamp.json"
 PRESET=toy PYTHON="$PYTHON_BIN" MODEL_PATH="$CKPT/llava" CLIP_PATH="$CKPT/clip" bash scripts/efuf.sh
 
 echo

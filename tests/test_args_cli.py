@@ -89,3 +89,8 @@ def test_bad_input_is_one_clear_line_and_nonzero_exit(case, tiny_dir, png, tmp_p
         rc = generate_main(argv[case])
     assert rc == 2
     assert expected in _one_error_line(capsys)
+
+
+def test_generate_refuses_a_model_that_does_not_generate(tiny_dir, png, capsys):
+    assert generate_main(["--model", "clip", "--clip_path", tiny_dir("open_clip"), "--image", png]) == 2
+    assert "does not generate text" in _one_error_line(capsys)
