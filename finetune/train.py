@@ -204,7 +204,7 @@ class EfufTrainer(Trainer):
 
 
 def build_trainer(margs, cfg: EfufConfig) -> tuple[EfufTrainer, Any]:
-    vlm = margs.load(device="cpu" if not torch.cuda.is_available() else None)
+    vlm = margs.load(device=_training_device(cfg))
     vlm.set_trainable(cfg.scope, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
     for p in vlm.model.parameters():  # fp32 master weights for what is trained; frozen weights keep their dtype
         if p.requires_grad and p.dtype != torch.float32:
@@ -228,6 +228,17 @@ def build_trainer(margs, cfg: EfufConfig) -> tuple[EfufTrainer, Any]:
     trainer = EfufTrainer(model=vlm.model, args=cfg, train_dataset=dataset, data_collator=EfufCollator(vlm),
                           vlm=vlm, weights=cfg.weights())
     return trainer, vlm
+
+
+def _training_device(cfg: EfufConfig) -> str:
+    """Where each process loads the model: its own device under DDP (never every rank onto cuda:0); the CPU when
+    FSDP / DeepSpeed will shard it, or when no accelerator is used."""
+    from accelerate import PartialState
+
+    if cfg.use_cpu or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" \
+            or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" or cfg.deepspeed or cfg.fsdp:
+        return "cpu"
+    return str(PartialState().device)
 
 
 def _setup_wandb(cfg: EfufConfig) -> None:
