@@ -7,13 +7,8 @@ Writes the metrics to ``--output_json`` and one line per caption to ``<output st
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as a file: import from the repo root, never from this folder
-    import os as _os
-    import sys as _sys
-
-    _here = _os.path.dirname(_os.path.abspath(__file__))
-    _sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or _os.curdir) != _here]
-    _sys.path.insert(0, _os.path.dirname(_here))
+if __package__ in (None, ""):  # run as a file: import from the repo root, never from this script's folder
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401, E702
 
 import argparse
 from pathlib import Path
