@@ -74,8 +74,10 @@ class ImageTextPreTrainedModel(PreTrainedModel):
         return self.language_model.get_decoder()
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[n_images, num_image_tokens, llm_hidden]: what replaces the placeholder tokens."""
-        raise NotImplementedError
+        """[n_images, num_image_tokens, llm_hidden]: what replaces the placeholder tokens.
+
+        Abstract: every native family (MiniGPT-4, mPLUG-Owl) defines its own vision → LLM path."""
+        raise NotImplementedError(f"{type(self).__name__} must define get_image_features")
 
     def forward(self, input_ids: torch.LongTensor | None = None, pixel_values: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, position_ids: torch.LongTensor | None = None,
