@@ -7,7 +7,8 @@
 
 ℓ is the mean NLL over a sample's target tokens; ``max_score = hal_thres + norm_thres`` (55 with EFUF's 23/32);
 ``t`` is the training progress in [0, 1]. Schedules (EFUF defaults): pos 1 → 0.5 linearly over the run,
-neg 0.3 held for the first 40 % then linearly to 0.
+neg 0.3 held for the first 40 % then linearly to 0; each has its own type (``--pos_w_sched_type``,
+``--neg_w_sched_type``: linear | exp | const, as the original's flags).
 """
 from __future__ import annotations
 
@@ -16,30 +17,44 @@ from dataclasses import dataclass
 
 import torch
 
+from common.errors import LetheError
+
 COMPONENTS = ("pos", "gold", "sent", "neg")
+
+
+SCHEDULE_KINDS = ("linear", "exp", "const")
 
 
 @dataclass(frozen=True)
 class WeightSchedule:
-    """``start`` until ``start_pos`` (fraction of the run), then ``kind`` interpolation to ``end`` at t = 1."""
+    """EFUF's ``WeightScheduler``: ``start`` until ``start_pos`` (fraction of the run), then towards ``end``.
+
+    With ``u = (t - start_pos) / (1 - start_pos)`` the weight is ``start + (end - start) · f(u)``:
+    ``linear`` f(u) = u; ``exp`` f(u) = 1 − e^(−u), so it covers 1 − 1/e ≈ 63 % of the way by the end of the run
+    (exactly the original's formula, which never reaches ``end`` inside the run); ``const`` holds ``start`` and,
+    as in the original, requires ``start == end``.
+    """
 
     start: float
     end: float
     start_pos: float = 0.0
     kind: str = "linear"  # linear | exp | const
 
+    def __post_init__(self):
+        if self.kind not in SCHEDULE_KINDS:
+            raise LetheError(f"unknown schedule type {self.kind!r}; valid: {', '.join(SCHEDULE_KINDS)}")
+        if self.kind == "const" and self.start != self.end:
+            raise LetheError(f"a const schedule needs equal start and end weights (got {self.start} and {self.end})")
+        if not 0.0 <= self.start_pos <= 1.0:
+            raise LetheError(f"schedule start position {self.start_pos} outside [0, 1]")
+
     def __call__(self, t: float) -> float:
         t = min(max(t, 0.0), 1.0)
-        if self.kind == "const" or t <= self.start_pos:
+        if self.kind == "const" or t < self.start_pos:
             return self.start
         u = (t - self.start_pos) / max(1e-12, 1.0 - self.start_pos)
-        if self.kind == "linear":
-            return self.start + (self.end - self.start) * u
-        if self.kind == "exp":
-            if self.start <= 0 or self.end <= 0:
-                return self.start + (self.end - self.start) * u
-            return self.start * math.exp(math.log(self.end / self.start) * u)
-        raise ValueError(f"unknown schedule kind {self.kind!r}")
+        f = u if self.kind == "linear" else 1.0 - math.exp(-u)
+        return self.start + (self.end - self.start) * f
 
 
 @dataclass(frozen=True)

@@ -55,10 +55,11 @@ class EfufConfig(TrainingArguments):
     pos_w_start: float = 1.0
     pos_w_end: float = 0.5
     pos_w_start_step_pos: float = 0.0
+    pos_w_sched_type: str = field(default="linear", metadata={"help": "linear | exp | const (as the original)"})
     neg_w_start: float = 0.3
     neg_w_end: float = 0.0
     neg_w_start_step_pos: float = 0.4
-    schedule: str = field(default="linear", metadata={"help": "linear | exp | const"})
+    neg_w_sched_type: str = field(default="linear", metadata={"help": "linear | exp | const (as the original)"})
     gold_w: float = 0.3
     sent_w: float = 0.0
     # what is trained
@@ -70,7 +71,9 @@ class EfufConfig(TrainingArguments):
     wandb_user: Optional[str] = field(default=None, metadata={"help": "wandb entity; without it wandb is offline"})
     wandb_project: str = "lethe-efuf"
     restart: bool = field(default=False, metadata={"help": "ignore checkpoints in the output dir"})
-    # paper defaults for Trainer fields
+    # paper defaults for Trainer fields: one example = 1 negative + 1 positive + 1 gold sample (+ 1 sentence
+    # sample when --sent_w > 0), i.e. EFUF's train_bs_{neg,pos,gold,sent} = 1
+    per_device_train_batch_size: int = 1
     learning_rate: float = 1e-5
     weight_decay: float = 0.05
     num_train_epochs: float = 1.0
@@ -90,12 +93,13 @@ class EfufConfig(TrainingArguments):
             self.scope = "lora"
         if self.wandb_user in ("none", ""):
             self.wandb_user = None
+        self.weights()  # a bad schedule fails here, in one line, before any model loads
         super().__post_init__()
 
     def weights(self) -> EfufWeights:
         return EfufWeights(
-            pos=WeightSchedule(self.pos_w_start, self.pos_w_end, self.pos_w_start_step_pos, self.schedule),
-            neg=WeightSchedule(self.neg_w_start, self.neg_w_end, self.neg_w_start_step_pos, self.schedule),
+            pos=WeightSchedule(self.pos_w_start, self.pos_w_end, self.pos_w_start_step_pos, self.pos_w_sched_type),
+            neg=WeightSchedule(self.neg_w_start, self.neg_w_end, self.neg_w_start_step_pos, self.neg_w_sched_type),
             gold_w=self.gold_w, gold_score=self.gold_clip_score, sent_w=self.sent_w,
             max_score=self.hal_clip_thres + self.norm_clip_thres)
 
@@ -119,10 +123,19 @@ class EfufCollator:
 
 
 class EfufTrainer(Trainer):
-    """EFUF as a loss: ``compute_loss`` combines per-sample target NLLs with signs, scores and schedules."""
+    """EFUF as a loss: ``compute_loss`` combines per-sample target NLLs with signs, scores and schedules.
+
+    The loss is a mean over the micro-batch's samples per component (never a sum over ``num_items_in_batch``
+    tokens), so under gradient accumulation the Trainer must divide it by the accumulation steps: then k steps of
+    batch b give the gradient of one batch of k·b.
+    """
+
+    loss_is_scaled_for_ga = False  # transformers >= 5.x that has the flag
 
     def __init__(self, *args, vlm, weights: EfufWeights, **kwargs):
         super().__init__(*args, **kwargs)
+        # older 5.x releases decide the division from this flag alone (and count label tokens for nothing)
+        self.model_accepts_loss_kwargs = False
         self.vlm, self.efuf_weights = vlm, weights
         self._component_logs: dict[str, list[float]] = {}
         self._losses: list[torch.Tensor] = []

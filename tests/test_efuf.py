@@ -3,6 +3,7 @@ format, resume after a crash, and data-parallel equivalence."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -26,7 +27,61 @@ def test_weight_schedules_as_the_paper():
     assert [PAPER.neg(t) for t in (0.0, 0.2, 0.4)] == [0.3, 0.3, 0.3]
     assert PAPER.neg(0.7) == pytest.approx(0.15) and PAPER.neg(1.0) == 0.0
     assert PAPER.at(0.0) == {"pos": 1.0, "gold": 12.0, "sent": 0.0, "neg": 0.3}
-    assert WeightSchedule(1.0, 0.25, 0.0, "exp")(0.5) == pytest.approx(0.5)
+
+
+def _original_weight_scheduler(start, end, total_step, start_step_pos, kind, step):
+    """EFUF's finetune/loss.py WeightScheduler.at_step, re-derived: the reference for our schedules."""
+    s0, s1 = total_step * start_step_pos, total_step * 1.0
+    if step < s0:
+        return start
+    if step > s1:
+        return end
+    frac = {"linear": (step - s0) / (s1 - s0), "exp": 1 - math.exp(-(step - s0) / (s1 - s0)), "const": 0.0}[kind]
+    return start + (end - start) * frac
+
+
+@pytest.mark.parametrize("kind,start,end,pos", [("linear", 1.0, 0.5, 0.0), ("linear", 0.3, 0.0, 0.4),
+                                                ("exp", 0.3, 0.0, 0.4), ("exp", 1.0, 0.25, 0.0),
+                                                ("const", 0.7, 0.7, 0.2)])
+def test_every_schedule_type_equals_the_original_at_every_step(kind, start, end, pos):
+    n = 40
+    sched = WeightSchedule(start, end, pos, kind)
+    for step in range(n):
+        assert sched(step / n) == pytest.approx(_original_weight_scheduler(start, end, n, pos, kind, step), abs=1e-12)
+    # exp never reaches the end weight inside the run: 1 - 1/e of the way at the last step
+    if kind == "exp":
+        assert sched((n - 1) / n) != pytest.approx(end)
+
+
+def test_bad_schedules_are_refused():
+    from common.errors import LetheError
+
+    with pytest.raises(LetheError, match="const schedule needs equal"):
+        WeightSchedule(0.3, 0.0, 0.0, "const")
+    with pytest.raises(LetheError, match="unknown schedule type 'cosine'"):
+        WeightSchedule(0.3, 0.0, 0.0, "cosine")
+
+
+def test_parsed_defaults_are_the_papers_table():
+    """finetune/train.py with no config: EFUF's common/args.py defaults (notes/efuf.md §1, §2)."""
+    from common.args import ModelArguments, parse_args
+    from finetune.train import EfufConfig
+
+    margs, cfg = parse_args([ModelArguments, EfufConfig], ["--model", "llava", "--llava_path", "some/model"])
+    paper = {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 1, "learning_rate": 1e-5,
+             "weight_decay": 0.05, "num_train_epochs": 1.0, "lr_scheduler_type": "constant", "max_grad_norm": 0.0,
+             "hal_clip_thres": 23.0, "norm_clip_thres": 32.0, "sentence_clip_thres": 27.5, "gold_clip_score": 40.0,
+             "pos_w_start": 1.0, "pos_w_end": 0.5, "pos_w_start_step_pos": 0.0, "pos_w_sched_type": "linear",
+             "neg_w_start": 0.3, "neg_w_end": 0.0, "neg_w_start_step_pos": 0.4, "neg_w_sched_type": "linear",
+             "gold_w": 0.3, "sent_w": 0.0, "llava_data_size_k": 10, "scope": "projector",
+             "train_prompt": "Please describe the image."}
+    assert {k: getattr(cfg, k) for k in paper} == paper
+    w = cfg.weights()
+    assert w.at(0.0) == {"pos": 1.0, "gold": 12.0, "sent": 0.0, "neg": 0.3} and w.max_score == 55.0
+    _, cfg = parse_args([ModelArguments, EfufConfig], ["--model", "llava", "--llava_path", "m",
+                                                       "--neg_w_sched_type", "exp", "--pos_w_sched_type", "const",
+                                                       "--pos_w_end", "1"])
+    assert (cfg.weights().neg.kind, cfg.weights().pos.kind) == ("exp", "const")
 
 
 def test_signed_weighted_loss_by_hand():
@@ -212,6 +267,31 @@ def test_a_crash_resumes_to_the_same_final_weights(tiny_dir, images, tmp_path, m
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     state = json.loads((crashed / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["global_step"] == 6
+
+
+def test_gradient_accumulation_k_steps_of_batch_b_equal_one_batch_of_k_b(tiny_dir, images, tmp_path):
+    """2 accumulation steps of batch 1 == 1 step of batch 2: the Trainer's logged losses and, with plain SGD (whose
+    update scales with the gradient, unlike Adam's), the final weights. Tolerance: relative 1e-5 on losses, 1e-6
+    absolute on weights (fp32; the two paths pad and reduce differently)."""
+    from finetune.train import main
+
+    data = _original_format_data(tmp_path / "d", images)
+    tiny = tiny_dir("llava")
+    common = ["--max_steps", "2", "--optim", "sgd", "--learning_rate", "1e-3", "--weight_decay", "0"]
+    assert main(_argv(tiny, data, tmp_path / "big", *common, "--per_device_train_batch_size", "2")) == 0
+    assert main(_argv(tiny, data, tmp_path / "acc", *common, "--per_device_train_batch_size", "1",
+                      "--gradient_accumulation_steps", "2")) == 0
+
+    def logged(run: str) -> list[float]:
+        state = json.loads((tmp_path / run / "checkpoint-2" / "trainer_state.json").read_text())
+        return [h["loss"] for h in state["log_history"] if "loss" in h]
+
+    assert len(logged("big")) == 2 and logged("acc") == pytest.approx(logged("big"), rel=1e-5)
+    a, b = load_file(str(tmp_path / "big" / "trainable.safetensors")), \
+        load_file(str(tmp_path / "acc" / "trainable.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
+    before = load_model("llava", tiny, dtype="float32").model.state_dict()
+    assert all(not torch.allclose(a[k], before[k], atol=1e-6, rtol=0) for k in a)  # both really moved
 
 
 @pytest.mark.slow
