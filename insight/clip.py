@@ -1,7 +1,7 @@
 """Image-object relevance with the ``clip`` family: EFUF's sliding-window ("fine text, fine image") score.
 
     python insight/clip.py --objects_path dataset/objects.jsonl --image_dir dataset/images \
-        --clip_path ViT-B-32/openai --output_path dataset/clip_scores.jsonl
+        --clip_path openai/clip-vit-base-patch32 --output_path dataset/clip_scores.jsonl
 
 The image is tiled into ``patch_size`` px patches (the last row/column may be partial); every
 ``window_size``×``window_size``-patch window at a stride of one patch is cropped and scored against
@@ -36,8 +36,9 @@ class ClipScoreArguments:
     objects_path: str = field(default="dataset/objects.jsonl", metadata={"help": "insight/object.py output"})
     image_dir: str = field(default="dataset/images")
     output_path: str = field(default="dataset/clip_scores.jsonl")
-    clip_path: str = field(default="ViT-B-32/openai", metadata={
-        "help": "open_clip dir/name or HF CLIPModel dir/id (EFUF used openai/clip-vit-base-patch32)"})
+    clip_path: str = field(default="openai/clip-vit-base-patch32", metadata={
+        "help": "HF CLIPModel dir/id (default: the CLIP EFUF scored with) or an open_clip dir / ARCH/TAG name "
+                "(OpenAI tags are built with the QuickGELU they were trained with)"})
     clip_backend: Optional[str] = field(default=None, metadata={"help": "open_clip or hf (default: detect)"})
     clip_prompt: str = field(default="A photo containing {}.", metadata={"help": "{} is the object"})
     patch_size: int = field(default=48)

@@ -84,3 +84,39 @@ def test_open_clip_tower_converts_to_hf_clip_vision_model(tiny_dir, images):
         # and the open_clip image embedding is the HF pooled output through open_clip's projection
         emb = clip.encode_image(pv, normalize=False)
         assert (ours.pooler_output @ v.proj - emb).abs().max() < 1e-5
+
+
+def test_openai_weights_are_built_with_the_quickgelu_they_were_trained_with(monkeypatch):
+    """``ViT-B-32/openai``: open_clip's plain ViT-B-32 config builds GELU and only warns; we build QuickGELU."""
+    import open_clip
+
+    from common.models.clip import open_clip_quick_gelu
+
+    assert open_clip_quick_gelu("ViT-B-32", "openai") is True
+    assert open_clip_quick_gelu("ViT-B-32-quickgelu", "openai") is False  # the arch already has it
+    assert open_clip_quick_gelu("ViT-B-32", "laion2b_s34b_b79k") is False  # GELU-trained weights
+    assert open_clip_quick_gelu("ViT-B-32", None) is False
+
+    real = open_clip.create_model_and_transforms
+    seen = {}
+
+    def no_download(name, pretrained=None, **kw):  # the real architecture, without fetching the weights
+        seen.update(name=name, pretrained=pretrained, **kw)
+        return real(name, pretrained=None, **{k: v for k, v in kw.items() if k != "weights_only"})
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", no_download)
+    clip = load_model("clip", "ViT-B-32/openai", device="cpu")
+    assert (seen["name"], seen["pretrained"], seen["force_quick_gelu"]) == ("ViT-B-32", "openai", True)
+    acts = {type(m).__name__ for m in clip.model.visual.modules() if "GELU" in type(m).__name__}
+    assert acts == {"QuickGELU"}
+    x = torch.linspace(-3, 3, 7)
+    act = next(m for m in clip.model.visual.modules() if type(m).__name__ == "QuickGELU")
+    assert torch.allclose(act(x), x * torch.sigmoid(1.702 * x))
+
+
+def test_default_clip_is_the_one_efuf_scored_with():
+    from common.models.clip import detect_backend
+    from insight.clip import ClipScoreArguments
+
+    assert ClipScoreArguments().clip_path == "openai/clip-vit-base-patch32"
+    assert detect_backend(ClipScoreArguments().clip_path) == "hf"  # HF CLIPModel: its config sets quick_gelu

@@ -58,6 +58,22 @@ def save_open_clip(model, model_cfg: dict, out: str | Path, preprocess_cfg: dict
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
 
 
+def open_clip_quick_gelu(name: str, pretrained: str | None) -> bool:
+    """Whether ``name`` + ``pretrained`` must be built with QuickGELU (open_clip's ``force_quick_gelu``).
+
+    The OpenAI weights (and a few others) were trained with QuickGELU, but the plain arch names (``ViT-B-32``) build
+    GELU and open_clip only warns: every score would shift and EFUF's 23 / 32 thresholds would no longer separate
+    what they should. So a known tag is built with the activation its weights were trained with (``ViT-B-32/openai``
+    becomes what ``ViT-B-32-quickgelu/openai`` builds).
+    """
+    if not pretrained:
+        return False
+    import open_clip
+
+    tag_quick = bool((open_clip.get_pretrained_cfg(name, pretrained) or {}).get("quick_gelu", False))
+    return tag_quick and not bool((open_clip.get_model_config(name) or {}).get("quick_gelu", False))
+
+
 class ClipModel:
     family = "clip"
 
@@ -82,9 +98,10 @@ class ClipModel:
                 name = "local-dir:" + str(Path(path).resolve())
             elif not path.startswith(("hf-hub:", "local-dir:")) and "/" in path:
                 name, pretrained = path.split("/", 1)
+            quick_gelu = open_clip_quick_gelu(name, pretrained)
             try:
-                model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained,
-                                                                             weights_only=True)
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    name, pretrained=pretrained, weights_only=True, force_quick_gelu=quick_gelu)
             except (OSError, RuntimeError, ValueError) as e:
                 raise LetheError(f"{path}: cannot load open_clip model ({str(e).splitlines()[0]})") from None
             tokenizer = open_clip.get_tokenizer(name)
