@@ -10,7 +10,9 @@
 training loads the file, so the released efuf-unlearning-30k files and ours are interchangeable.
 ``sentences.json``: one entry per caption whose objects all have scores: ``{"image", "sentence", "mean", "min"}``.
 
-Sub-sentences are the pieces between ``,.;!?:`` runs. The object's sub-sentence is the one containing its
+Each object counts once per caption (EFUF's unit: its objects are a set per caption), at its first mention: a
+repeated object (same ``category``, or the same text case-insensitively) is skipped, also in ``sentences.json``'s
+mean and min. Sub-sentences are the pieces between ``,.;!?:`` runs. The object's sub-sentence is the one containing its
 character position (from insight/object.py); without a position, the first piece holding the object as a whole
 word (the original took the first piece holding it as any substring: "cat" matched "category").
 """
@@ -75,19 +77,26 @@ def format_rows(rows: Iterable[dict[str, Any] | tuple[int, dict[str, Any]]],
             raise LetheError(f"{source}:{n}: {len(objects)} objects but {len(scores)} scores")
         if not objects:
             continue
+        seen: set[str] = set()
+        kept: list[float | None] = []
         for obj, score in zip(objects, scores):
+            text = obj["text"] if isinstance(obj, dict) else str(obj)
+            key = (obj.get("category") if isinstance(obj, dict) else None) or text.lower()
+            if key in seen:
+                continue
+            seen.add(key)
+            kept.append(score)
             if score is None:
                 continue
-            text = obj["text"] if isinstance(obj, dict) else str(obj)
             start = obj.get("start") if isinstance(obj, dict) else None
             span = find_subsentence(caption, text, start)
             if span is None:
                 continue
             pos_neg.append({"image": image, "sentence": caption[:span[1]], "position": span[0],
                             "score": float(score)})
-        if all(s is not None for s in scores):
-            sentences.append({"image": image, "sentence": caption, "mean": float(statistics.fmean(scores)),
-                              "min": float(min(scores))})
+        if all(s is not None for s in kept):
+            sentences.append({"image": image, "sentence": caption, "mean": float(statistics.fmean(kept)),
+                              "min": float(min(kept))})
     return pos_neg, sentences
 
 

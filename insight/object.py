@@ -5,9 +5,15 @@
 
 Back ends:
 * ``vocab`` (default): the synonym-vocabulary matcher CHAIR uses (COCO's 80 categories, or ``--synonyms`` for
-  any vocabulary, e.g. the toy world's ``synonyms.txt``): fast, deterministic, exact character spans.
-* ``llm``: EFUF's approach — prompt any causal LM to list the concrete visual objects, then keep the phrases that
-  occur in the caption as whole words (located case-insensitively; regex-escaped, unlike the original).
+  any vocabulary, e.g. the toy world's ``synonyms.txt``): fast, deterministic, exact character spans. Fits when
+  the objects worth unlearning are the vocabulary's (COCO captions: CHAIR's 80 categories and their synonyms).
+* ``llm``: EFUF's approach (it used Llama-2-13B-chat) — prompt any causal LM to list the concrete visual objects,
+  then keep the phrases that occur in the caption as whole words (located case-insensitively; regex-escaped,
+  unlike the original). Fits an open vocabulary (objects outside any list), at the cost of an LLM pass.
+
+Each object is kept once per caption, at its first mention, as EFUF does (its objects are a set per caption and
+each gets the first sub-sentence holding it): the vocabulary back end keeps one mention per category ("dog",
+"dogs" and "puppy" are one object), the LLM back end one per listed phrase. ``--all_mentions`` keeps every mention.
 
 Input: captions jsonl (``{"image_id", "image", "caption"}``, as evaluate/eval_caption.py writes). Output jsonl:
 the input row plus ``"objects": [{"text", "category", "start", "end"}, ...]``; resumable (appends, skips rows
@@ -41,6 +47,8 @@ class ObjectArguments:
     synonyms: Optional[str] = field(default=None, metadata={
         "help": "vocab: synonyms file, 'category, syn1, ...' per line (default: COCO's 80 categories)"})
     default_merges: bool = field(default=True, metadata={"help": "vocab: COCO's two-word merges (off for toy)"})
+    all_mentions: bool = field(default=False, metadata={
+        "help": "vocab: every mention of an object (default: its first mention per caption, as EFUF)"})
     llm_path: Optional[str] = field(default=None, metadata={"help": "llm: any causal LM (EFUF: Llama-2-13b-chat)"})
     llm_template: str = field(default=LLM_TEMPLATE)
     max_new_tokens: int = field(default=96, metadata={"help": "llm (the original's 50 truncated long lists)"})
@@ -51,14 +59,29 @@ class ObjectArguments:
     restart: bool = field(default=False)
 
 
-def vocab_extractor(synonyms: str | None, default_merges: bool) -> Callable[[Sequence[str]], list[list[dict]]]:
+def first_mentions(objects: Sequence[dict]) -> list[dict]:
+    """Each object once, at its first mention: one per category (or per lower-cased text without a category)."""
+    seen, out = set(), []
+    for o in objects:
+        key = o.get("category") or o["text"].lower()
+        if key not in seen:
+            seen.add(key)
+            out.append(o)
+    return out
+
+
+def vocab_extractor(synonyms: str | None, default_merges: bool,
+                    all_mentions: bool = False) -> Callable[[Sequence[str]], list[list[dict]]]:
     from common.text.objects import DEFAULT_SYNONYMS, ObjectExtractor
 
     ex = ObjectExtractor.canonical(synonyms or DEFAULT_SYNONYMS, default_merges=default_merges)
 
     def run(captions: Sequence[str]) -> list[list[dict]]:
-        return [[{"text": m.text, "category": m.category, "start": m.start, "end": m.end} for m in ex.mentions(c)]
-                for c in captions]
+        out = []
+        for c in captions:
+            objs = [{"text": m.text, "category": m.category, "start": m.start, "end": m.end} for m in ex.mentions(c)]
+            out.append(objs if all_mentions else first_mentions(objs))
+        return out
 
     return run
 
@@ -138,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     done = {_row_key(r) for r in iter_jsonl(out)} if out.exists() else set()
     todo = [r for r in rows if _row_key(r) not in done]
     if a.backend == "vocab":
-        extract = vocab_extractor(a.synonyms, a.default_merges)
+        extract = vocab_extractor(a.synonyms, a.default_merges, a.all_mentions)
     elif a.backend == "llm":
         extract = llm_extractor(a) if todo else None
     else:

@@ -117,8 +117,6 @@ def test_format_rows_original_format():
          "score": 35.25},
         {"image": "COCO_train2014_000000000001.jpg", "sentence": "A dog runs on the grass, a frisbee flies",
          "position": 24, "score": 20.0},
-        {"image": "COCO_train2014_000000000001.jpg", "sentence": "A dog runs on the grass, a frisbee flies. The dog "
-         "jumps", "position": 41, "score": 33.0},
         {"image": "COCO_train2014_000000000002.jpg", "sentence": "Two cups", "position": 0, "score": 30.0},
         {"image": "COCO_train2014_000000000002.jpg", "sentence": "Two cups; a plate", "position": 9, "score": 25.0},
         {"image": "COCO_train2014_000000000002.jpg", "sentence": "Two cups; a plate: a fork", "position": 18,
@@ -128,7 +126,8 @@ def test_format_rows_original_format():
     assert all(list(e) == ["image", "sentence", "position", "score"] for e in pos_neg)
     assert all(isinstance(e["score"], float) and isinstance(e["position"], int) for e in pos_neg)
     assert [e["sentence"][e["position"]:] for e in pos_neg] == [
-        "A dog runs on the grass", " a frisbee flies", " The dog jumps", "Two cups", " a plate", " a fork", " a plate"]
+        "A dog runs on the grass", " a frisbee flies", "Two cups", " a plate", " a fork", " a plate"]
+    # the second "dog" (score 33) is the same object: EFUF keeps each object once per caption, at its first mention
     # sentences: only captions whose objects all have a score (row 1 has a None, row 3 no objects)
     assert sentences == [
         {"image": "COCO_train2014_000000000002.jpg", "sentence": c2, "mean": 28.0, "min": 25.0},
@@ -291,3 +290,21 @@ def test_released_format_bad_entries(tmp_path):
     path.write_text(json.dumps([{"image": "a.jpg", "sentence": "abc", "position": 4, "score": 10.0}]))
     with pytest.raises(LetheError, match="entry 0: position 4 outside its sentence"):
         load_pos_neg(path, "i", "p", 23, 32)
+
+
+def test_format_rows_keep_each_object_once_per_caption():
+    """EFUF's unit: an object repeated in a caption (same category, or same text in any case) counts once, at its
+    first mention, in pos_neg.json and in the sentence's mean / min."""
+    c = "A cup, a mug and a Cup. A plate."
+    objs = [{"text": "cup", "category": "cup", "start": 2, "end": 5},
+            {"text": "mug", "category": "cup", "start": 9, "end": 12},
+            {"text": "Cup", "category": "cup", "start": 19, "end": 22},
+            {"text": "plate", "category": "plate", "start": 26, "end": 31}]
+    pos_neg, sentences = format_rows([{"image": "a.jpg", "caption": c, "objects": objs,
+                                       "scores": [30.0, 10.0, 20.0, 26.0]}])
+    assert [(e["sentence"][e["position"]:], e["score"]) for e in pos_neg] == [("A cup", 30.0), (" A plate", 26.0)]
+    assert sentences == [{"image": "a.jpg", "sentence": c, "mean": 28.0, "min": 26.0}]
+    # plain strings (an objects.txt-style list): the same text in another case is the same object
+    pos_neg, _ = format_rows([{"image": "b.jpg", "caption": c, "objects": ["cup", "Cup", "plate"],
+                               "scores": [31.0, 5.0, 26.0]}])
+    assert [e["score"] for e in pos_neg] == [31.0, 26.0]

@@ -292,7 +292,7 @@ COCO_WANT = [
      ("cat", "cat")],
     [("Giraffe", "giraffe"), ("toilet seat", "toilet")],
     [],
-    [("dog", "dog"), ("Dog", "dog"), ("puppy", "dog"), ("frisbee", "frisbee")],
+    [("dog", "dog"), ("frisbee", "frisbee")],  # "Dog" and "puppy" are the same object: its first mention only
 ]
 
 
@@ -313,7 +313,7 @@ def test_object_cli_vocab_coco_default(tmp_path, capsys):
     assert [[(o["text"], o["category"]) for o in r["objects"]] for r in rows] == COCO_WANT
     _check_spans(rows)
     assert rows[0]["objects"][3] == {"text": "teddy bear", "category": "teddy bear", "start": 46, "end": 56}
-    assert "5 captions (0 already done), 15 objects" in capsys.readouterr().out
+    assert "5 captions (0 already done), 13 objects" in capsys.readouterr().out
 
 
 def test_object_cli_vocab_custom_synonyms_and_resume(tmp_path, capsys):
@@ -329,9 +329,10 @@ def test_object_cli_vocab_custom_synonyms_and_resume(tmp_path, capsys):
     assert object_main(argv) == 0
     first = out.read_text()
     got = _jsonl(out)
+    # each object once per caption, at its first mention (EFUF's unit): "Sphere" is the ball again
     assert [[(o["text"], o["category"], o["start"]) for o in r["objects"]] for r in got] == [
         [("orbs", "ball", 4), ("crate", "box", 18)],
-        [("kite", "kite", 2), ("ball", "ball", 15), ("Sphere", "ball", 27), ("carton", "box", 39)],
+        [("kite", "kite", 2), ("ball", "ball", 15), ("carton", "box", 39)],
         [("box", "box", 11)],
     ]
     _check_spans(got)
@@ -344,7 +345,7 @@ def test_object_cli_vocab_custom_synonyms_and_resume(tmp_path, capsys):
     assert text.startswith(first)
     got = _jsonl(out)
     assert [[(o["text"], o["category"]) for o in r["objects"]] for r in got[3:]] == [
-        [("Kites", "kite"), ("kites", "kite")], [("Crates", "box"), ("boxes", "box"), ("balls", "ball")]]
+        [("Kites", "kite")], [("Crates", "box"), ("balls", "ball")]]
     _check_spans(got)
     # a line cut mid-way (killed writer) is repaired and redone
     out.write_text(text[:-10])
@@ -353,6 +354,19 @@ def test_object_cli_vocab_custom_synonyms_and_resume(tmp_path, capsys):
     # the last line lost entirely
     out.write_text("".join(text.splitlines(keepends=True)[:-1]))
     assert object_main(argv) == 0 and out.read_text() == text
+
+
+def test_object_cli_vocab_all_mentions(tmp_path):
+    syn = tmp_path / "synonyms.txt"
+    syn.write_text("ball, sphere\nbox, crate\n")
+    rows = [{"image_id": 0, "image": "0.png", "caption": "A ball, a crate and a Sphere. The ball is red."}]
+    captions = _write_jsonl(tmp_path / "captions.jsonl", rows)
+    base = ["--captions_path", str(captions), "--synonyms", str(syn), "--default_merges", "False"]
+    assert object_main([*base, "--output_path", str(tmp_path / "first.jsonl")]) == 0
+    assert object_main([*base, "--output_path", str(tmp_path / "all.jsonl"), "--all_mentions", "true"]) == 0
+    first, every = _jsonl(tmp_path / "first.jsonl")[0]["objects"], _jsonl(tmp_path / "all.jsonl")[0]["objects"]
+    assert [(o["text"], o["start"]) for o in first] == [("ball", 2), ("crate", 10)]
+    assert [(o["text"], o["start"]) for o in every] == [("ball", 2), ("crate", 10), ("Sphere", 22), ("ball", 34)]
 
 
 def test_object_cli_bad_input(tmp_path, capsys):
