@@ -3,9 +3,12 @@
 # before and after. Every step is skipped when its output exists (delete it, or set OUT to a new dir, to redo).
 #
 # Real data (COCO 2014 + LLaVA-1.5; the layout of dataset/README.md):
-#   MODEL_PATH=llava-hf/llava-1.5-7b-hf CLIP_PATH=ViT-B-32/openai bash scripts/efuf.sh
+#   MODEL_PATH=llava-hf/llava-1.5-7b-hf CLIP_PATH=openai/clip-vit-base-patch32 bash scripts/efuf.sh
 # The toy world (what scripts/quickstart.sh runs): PRESET=toy bash scripts/efuf.sh
 # Any variable below can be set in the environment; EXTRA_TRAIN_ARGS is passed on to finetune/train.py.
+# Objects (step 2): OBJECT_BACKEND=vocab (default: CHAIR's synonym matcher; SYNONYMS=file for any other vocabulary,
+# "category, synonym, ..." per line) or OBJECT_BACKEND=llm LLM_PATH=meta-llama/Llama-2-13b-chat-hf (EFUF's way: an
+# LLM lists the objects, open vocabulary). SYNONYMS also sets the vocabulary CHAIR scores with (step 6).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
@@ -24,7 +27,7 @@ if [ "${PRESET:-coco}" = "toy" ]; then
   : "${OUT:=results/efuf-toy}"
 else
   DATA="${DATA:-dataset}"
-  : "${MODEL:=llava}" "${MODEL_PATH:=llava-hf/llava-1.5-7b-hf}" "${CLIP_PATH:=ViT-B-32/openai}"
+  : "${MODEL:=llava}" "${MODEL_PATH:=llava-hf/llava-1.5-7b-hf}" "${CLIP_PATH:=openai/clip-vit-base-patch32}"
   : "${TRAIN_IMAGES:=$DATA/images}" "${N_TRAIN_CAPTIONS:=30000}"
   : "${EVAL_IMAGES:=$DATA/images}" "${EVAL_ANNOTATIONS:=$DATA/annotations}" "${N_EVAL:=1600}"
   : "${SYNONYMS:=}" "${DEFAULT_MERGES:=true}"
@@ -36,6 +39,7 @@ else
   : "${MAX_NEW_TOKENS:=200}" "${NUM_BEAMS:=1}" "${BATCH_SIZE:=16}"
   : "${OUT:=results/efuf}"
 fi
+: "${OBJECT_BACKEND:=vocab}" "${LLM_PATH:=}"
 RUN_NAME="${RUN_NAME:-efuf}"
 mkdir -p "$OUT"
 step() { echo; echo "== $*"; }
@@ -43,6 +47,13 @@ model_flags=(--model "$MODEL" "--${MODEL}_path" "$MODEL_PATH")
 vocab_flags=()
 [ -n "$SYNONYMS" ] && vocab_flags+=(--synonyms "$SYNONYMS")
 chair_flags=(); [ "$DEFAULT_MERGES" = "false" ] && chair_flags+=(--no_default_merges)
+object_flags=(--backend "$OBJECT_BACKEND")
+case "$OBJECT_BACKEND" in
+  vocab) object_flags+=("${vocab_flags[@]}" --default_merges "$DEFAULT_MERGES") ;;
+  llm) [ -n "$LLM_PATH" ] || { echo "error: OBJECT_BACKEND=llm needs LLM_PATH (a causal LM dir or hub id)" >&2; exit 2; }
+       object_flags+=(--llm_path "$LLM_PATH") ;;
+  *) echo "error: OBJECT_BACKEND must be vocab or llm (got '$OBJECT_BACKEND')" >&2; exit 2 ;;
+esac
 
 step "1/7 captions of $N_TRAIN_CAPTIONS training images -> $OUT/train_captions.jsonl"
 [ -s "$OUT/train_captions.done" ] || {
@@ -51,10 +62,10 @@ step "1/7 captions of $N_TRAIN_CAPTIONS training images -> $OUT/train_captions.j
     --batch_size "$BATCH_SIZE" --caption_eval_path "$OUT/train_captions.jsonl"
   echo ok > "$OUT/train_captions.done"; }
 
-step "2/7 objects -> $OUT/objects.jsonl"
+step "2/7 objects ($OBJECT_BACKEND back end) -> $OUT/objects.jsonl"
 [ -s "$OUT/objects.done" ] || {
   "$PY" insight/object.py --captions_path "$OUT/train_captions.jsonl" --output_path "$OUT/objects.jsonl" \
-    "${vocab_flags[@]}" --default_merges "$DEFAULT_MERGES"
+    "${object_flags[@]}"
   echo ok > "$OUT/objects.done"; }
 
 step "3/7 CLIP image-object scores -> $OUT/clip_scores.jsonl"

@@ -50,3 +50,41 @@ def test_efuf_pipeline_script_runs_every_step_and_skips_what_is_done(toy_world, 
     assert (out / "ckpt" / "efuf" / "trainable.safetensors").is_file()
     rows = [json.loads(line) for line in (out / "after" / "captions.jsonl").read_text().splitlines()]
     assert len(rows) == 24
+
+
+def _efuf_sh_calls(tmp_path, **env_vars) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
+    """Run scripts/efuf.sh with a stand-in interpreter that records each command line (the wiring, not the work)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    log = tmp_path / "calls.jsonl"
+    stub = tmp_path / "py"
+    stub.write_text(f"#!{sys.executable}\nimport json, sys\n"
+                    f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+    stub.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(stub), "OUT": str(tmp_path / "out"), **env_vars}
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "efuf.sh")], env=env, capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return run, calls
+
+
+def test_efuf_script_object_back_ends(tmp_path):
+    run, calls = _efuf_sh_calls(tmp_path / "llm", OBJECT_BACKEND="llm", LLM_PATH="meta-llama/Llama-2-13b-chat-hf")
+    assert run.returncode == 0, run.stderr
+    obj = next(c for c in calls if c[0] == "insight/object.py")
+    assert obj[obj.index("--backend") + 1] == "llm" and obj[obj.index("--llm_path") + 1] == \
+        "meta-llama/Llama-2-13b-chat-hf"
+    assert "--synonyms" not in obj
+    clip = next(c for c in calls if c[0] == "insight/clip.py")
+    assert clip[clip.index("--clip_path") + 1] == "openai/clip-vit-base-patch32"  # the CLIP EFUF scored with
+    train = next(c for c in calls if c[0] == "finetune/train.py")
+    assert train[train.index("--config") + 1] == "configs/efuf/coco_llava.yaml"
+
+    run, calls = _efuf_sh_calls(tmp_path / "vocab", SYNONYMS="my_vocab.txt")
+    obj = next(c for c in calls if c[0] == "insight/object.py")
+    assert run.returncode == 0 and obj[obj.index("--backend") + 1] == "vocab"
+    assert obj[obj.index("--synonyms") + 1] == "my_vocab.txt"
+    chair = next(c for c in calls if c[0] == "evaluate/eval_auto.py")
+    assert chair[chair.index("--synonyms") + 1] == "my_vocab.txt"
+
+    run, calls = _efuf_sh_calls(tmp_path / "nollm", OBJECT_BACKEND="llm")
+    assert run.returncode == 2 and "OBJECT_BACKEND=llm needs LLM_PATH" in run.stderr and not calls
