@@ -4,27 +4,45 @@ every per-caption mention list agree, then prints both times and the ratio.
 
     python benchmarks/bench_chair.py [--captions 5000] [--seed 0]
 
-Both sides use ``evaluate.wordtok`` (nltk.word_tokenize semantics; nltk is not installed). The canonical side
-tries every Treebank rule (as NLTK does), singularises every token afresh (Pattern has no cache) and rebuilds
-``set(mscoco_objects)`` for every token, as the original does. Ours skips Treebank rules whose trigger
-characters are absent, caches singularisation, looks tokens up in a prebuilt dict and only tries a two-word
-merge when the token can start one.
+The canonical side keeps its own copy of the canonical tables (the double words, animal and vehicle words and the
+special merges, as at the HEAD of LisaAnne/Hallucination utils/chair.py) and imports no list or merge table from
+the product, so "identical" also checks the product's tables; the synonyms file is read by path and must be the
+canonical ``data/synonyms.txt`` byte for byte (sha256 checked). Both sides share ``common.text.wordtok``
+(nltk.word_tokenize semantics; nltk is not installed) and ``common.text.singular`` (Pattern's singularize).
+The canonical side tries every Treebank rule (as NLTK does), singularises every token afresh (Pattern has no cache)
+and rebuilds ``set(mscoco_objects)`` for every token, as the original does. Ours skips Treebank rules whose
+trigger characters are absent, caches singularisation, looks tokens up in a prebuilt dict and only tries a
+two-word merge when the token can start one.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import random
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
-from common.text.objects import (ANIMAL_WORDS, COCO_DOUBLE_WORDS, DEFAULT_SYNONYMS,  # noqa: E402
-                                 VEHICLE_WORDS, ObjectExtractor)
-from evaluate.chair import Caption, compute_chair  # noqa: E402
+from common.text.objects import ObjectExtractor  # noqa: E402
 from common.text.singular import singularize  # noqa: E402
 from common.text.wordtok import word_tokenize  # noqa: E402
+from evaluate.chair import Caption, compute_chair  # noqa: E402
+
+# The canonical script's own data, copied here on purpose (not imported from common.text.objects).
+SYNONYMS_PATH = os.path.join(ROOT, "common", "text", "data", "coco_synonyms.txt")
+SYNONYMS_SHA256 = "b685537b36fe21b791c87151b96a991ceb582edff19f3da204dcc7a7905502f2"  # LisaAnne data/synonyms.txt
+CANONICAL_DOUBLE_WORDS = [
+    'motor bike', 'motor cycle', 'air plane', 'traffic light', 'street light', 'traffic signal', 'stop light',
+    'fire hydrant', 'stop sign', 'parking meter', 'suit case', 'sports ball', 'baseball bat', 'baseball glove',
+    'tennis racket', 'wine glass', 'hot dog', 'cell phone', 'mobile phone', 'teddy bear', 'hair drier',
+    'potted plant', 'bow tie', 'laptop computer', 'stove top oven', 'hot dog', 'teddy bear', 'home plate',
+    'train track']
+CANONICAL_ANIMAL_WORDS = ['bird', 'cat', 'dog', 'horse', 'sheep', 'cow', 'elephant', 'bear', 'zebra', 'giraffe',
+                          'animal', 'cub']
+CANONICAL_VEHICLE_WORDS = ['jet', 'train']
 
 _singularize_uncached = singularize.__wrapped__
 
@@ -32,8 +50,11 @@ _singularize_uncached = singularize.__wrapped__
 class CanonicalCHAIR:
     """The canonical evaluator, ported line by line (minus file loading)."""
 
-    def __init__(self, imid_to_objects: dict[int, set[str]], synonyms_path=DEFAULT_SYNONYMS):
+    def __init__(self, imid_to_objects: dict[int, set[str]], synonyms_path: str = SYNONYMS_PATH):
         self.imid_to_objects = imid_to_objects
+        with open(synonyms_path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        assert digest == SYNONYMS_SHA256, f"{synonyms_path} is not the canonical synonyms.txt"
         synonyms = open(synonyms_path).readlines()
         synonyms = [s.strip().split(", ") for s in synonyms]
         self.mscoco_objects = []
@@ -43,12 +64,12 @@ class CanonicalCHAIR:
             for s in synonym:
                 self.inverse_synonym_dict[s] = synonym[0]
         self.double_word_dict = {}
-        for double_word in COCO_DOUBLE_WORDS:
+        for double_word in CANONICAL_DOUBLE_WORDS:
             self.double_word_dict[double_word] = double_word
-        for animal_word in ANIMAL_WORDS:
+        for animal_word in CANONICAL_ANIMAL_WORDS:
             self.double_word_dict["baby %s" % animal_word] = animal_word
             self.double_word_dict["adult %s" % animal_word] = animal_word
-        for vehicle_word in VEHICLE_WORDS:
+        for vehicle_word in CANONICAL_VEHICLE_WORDS:
             self.double_word_dict["passenger %s" % vehicle_word] = vehicle_word
         self.double_word_dict["bow tie"] = "tie"
         self.double_word_dict["toilet seat"] = "toilet"
@@ -132,6 +153,7 @@ OBJECT_PHRASES = [
     "keyboard", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "books", "clock", "vase",
     "scissors", "hair drier", "toothbrush", "baby elephant", "adult giraffe", "passenger train", "train tracks",
     "motor bike", "glasses", "boat", "airplane", "jet", "bicycle", "bike", "truck", "tree", "grass", "sky", "wall",
+    "train track", "home plate", "coffee table", "passenger jet", "baby bird", "cheesecake", "pedestrian",
 ]
 TEMPLATES = [
     "The image shows a {0} next to a {1}.", "There are two {0} and a {1} on the {2}.",
@@ -142,12 +164,12 @@ TEMPLATES = [
 ]
 
 
-def synthetic(n: int, seed: int, extractor: ObjectExtractor) -> tuple[list[str], list[int], dict[int, set[str]]]:
+def synthetic(n: int, seed: int, canonical: CanonicalCHAIR) -> tuple[list[str], list[int], dict[int, set[str]]]:
     """n captions over n/5 images; about 70% of the object phrases are of the image's ground-truth categories."""
     rnd = random.Random(seed)
     by_category: dict[str, list[str]] = {}
     for phrase in OBJECT_PHRASES:
-        for cat in set(extractor.extract(f"a {phrase}.").categories):
+        for cat in sorted(set(canonical.caption_to_words(f"a {phrase}.")[1])):
             by_category.setdefault(cat, []).append(phrase)
     categories = sorted(by_category)
     n_images = max(1, n // 5)
@@ -172,9 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    caps, imids, gt = synthetic(args.captions, args.seed, ObjectExtractor.canonical())
-
-    canonical = CanonicalCHAIR(gt)
+    canonical = CanonicalCHAIR({})
+    caps, imids, gt = synthetic(args.captions, args.seed, canonical)
+    canonical.imid_to_objects = gt
     t0 = time.perf_counter()
     ref = canonical.compute_chair(caps, imids)
     t_canonical = time.perf_counter() - t0

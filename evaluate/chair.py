@@ -1,16 +1,24 @@
-"""CHAIR (Rohrbach et al., 2018) exactly as the canonical ``chair.py`` computes it.
+"""CHAIR (Rohrbach et al., 2018) exactly as the canonical ``chair.py`` computes it, or EFUF's variant.
 
-Per caption: ``word_tokenize(caption.lower())`` -> ``singularize`` each token -> two-word merges (COCO multi-word
-names, "baby/adult <animal>" -> animal, "passenger jet/train" -> jet/train, "bow tie" -> tie, "toilet seat" ->
-toilet, "wine glas" -> wine glass) -> drop "seat" when "toilet" is present -> keep the tokens that are in the
-synonym list and map them to their category. Every mention counts (CHAIR_i and Recall too) unless
-``dedup_per_caption`` (EFUF's variant: each surface word once per caption).
+Canonical (``variant="canonical"``; Rohrbach et al.'s ``utils/chair.py`` at the HEAD of LisaAnne/Hallucination,
+the same tables as Maxlinn's and OPERA's ports). Per caption: ``word_tokenize(caption.lower())`` -> ``singularize``
+each token -> two-word merges (COCO multi-word names, "home plate" and "train track" (one non-object token, so
+"train tracks" is no train), "baby/adult <animal>" -> animal, "passenger jet/train" -> jet/train, "bow tie" -> tie,
+"toilet seat" -> toilet, "wine glas" -> wine glass) -> drop "seat" when "toilet" is present -> keep the tokens that
+are in the synonym list and map them to their category. Every mention counts (CHAIR_i and Recall too) unless
+``dedup_per_caption``.
+
+EFUF (``variant="efuf"``; ``evaluate/eval_auto.py`` of starreeze/efuf, from RLHF-V): EFUF's synonym list (the
+canonical one, items stripped, plus "brother", "pedestrian", "coffee table", "remote control"), merges = every
+multi-word form of that list + "home plate"/"train track" + the same special rules (so "dining table", "coffee
+table", "remote control" are one token, " motor bike" and " cheesecake" match), and each surface word counts once
+per caption (``dedup_per_caption``). EFUF lemmatises with WordNet; here Pattern-style ``singularize`` stays.
 
 Ground truth per image = categories of its instance annotations plus the objects found (same pipeline) in its
 reference captions, pooled over every ``instances_*.json`` / ``captions_*.json`` of the annotation directory.
-Quirks kept on purpose: "bus" singularises to "bu" and is never counted, " motor bike"/" cheesecake" carry a
-leading space in the canonical list (a double space after the comma) and so never match, "stove top oven" is a
-three-word "double word" that can never fire.
+Canonical quirks kept on purpose: "bus" singularises to "bu" and is never counted, " motor bike"/" cheesecake"
+carry a leading space in the canonical list (a double space after the comma) and so never match, "stove top oven"
+is a three-word "double word" that can never fire.
 
 Numbers: ``CHAIRs`` = captions with >= 1 hallucinated mention / captions; ``CHAIRi`` = hallucinated mentions /
 object mentions; ``Recall`` = sum over captions of |mentioned GT categories| / sum of |GT categories|;
@@ -28,7 +36,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from common.errors import LetheError
 from common.io import PathLike, iter_jsonl_numbered, read_json
-from common.text.objects import ObjectExtractor
+from common.text.objects import DEFAULT_SYNONYMS, ObjectExtractor
 from common.text.wordtok import word_tokenize
 
 # ----------------------------------------------------------------------------------------------- ground truth
@@ -85,6 +93,26 @@ def load_ground_truth(annotation_dir: PathLike, extractor: ObjectExtractor,
             gt.objects.setdefault(imid, set()).update(extractor.extract(ann["caption"]).categories)
             gt.references.setdefault(imid, []).append(ann["caption"])
     return gt
+
+
+# -------------------------------------------------------------------------------------------------- variants
+CHAIR_VARIANTS = ("canonical", "efuf")
+
+
+def chair_extractor(variant: str = "canonical", synonyms_path: PathLike | None = None, default_merges: bool = True,
+                    extra_merges: Iterable[str] = ()) -> ObjectExtractor:
+    """The matcher of a CHAIR variant. ``synonyms_path`` None: the variant's own list (canonical: the COCO file
+    as is; efuf: EFUF's). ``default_merges`` False (a custom vocabulary) is canonical-only: EFUF derives its merges
+    from the vocabulary."""
+    if variant == "canonical":
+        return ObjectExtractor.canonical(synonyms_path or DEFAULT_SYNONYMS, default_merges=default_merges,
+                                         extra_merges=extra_merges)
+    if variant == "efuf":
+        if not default_merges:
+            raise LetheError("the efuf CHAIR variant builds its merges from the vocabulary; "
+                             "no_default_merges applies to the canonical variant only")
+        return ObjectExtractor.efuf(synonyms_path, extra_merges=extra_merges)
+    raise LetheError(f"unknown CHAIR variant {variant!r} (one of {', '.join(CHAIR_VARIANTS)})")
 
 
 # ------------------------------------------------------------------------------------------------- captions

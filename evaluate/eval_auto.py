@@ -4,6 +4,8 @@
 
 Captions: jsonl ``{"image_id", "image", "caption"}`` (``.txt`` EFUF ``image ### caption`` lines also work).
 Writes the metrics to ``--output_json`` and one line per caption to ``<output stem>_details.jsonl`` beside it.
+``--chair_variant canonical`` (default) is Rohrbach et al.'s chair.py; ``--chair_variant efuf`` is EFUF's
+eval_auto.py (its synonym list and two-word merges, each object word once per caption).
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
-from common.text.objects import DEFAULT_SYNONYMS, ObjectExtractor
-from evaluate.chair import compute_bleu, compute_chair, load_ground_truth, read_captions
+from common.text.objects import DEFAULT_SYNONYMS
+from evaluate.chair import CHAIR_VARIANTS, chair_extractor, compute_bleu, compute_chair, load_ground_truth, \
+    read_captions
 from evaluate.cli import cli_main, parse_args
 from common.io import atomic_write_json, atomic_write_jsonl
 from evaluate.util import print_table
@@ -28,15 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_json", required=True)
     p.add_argument("--details_jsonl", default=None, help="default: <output_json stem>_details.jsonl")
     p.add_argument("--limit", type=int, default=None, help="score only the first N captions (EFUF: 1600)")
+    p.add_argument("--chair_variant", choices=CHAIR_VARIANTS, default="canonical",
+                   help="canonical: Rohrbach et al.'s chair.py (its synonym list as is, its 29 two-word merges, every "
+                        "mention counts); efuf: EFUF's eval_auto.py (its synonym list, items stripped; merges = every "
+                        "multi-word synonym + 'home plate'/'train track'; each object word once per caption)")
     p.add_argument("--dedup_per_caption", action="store_true",
-                   help="EFUF's variant: each object word counts once per caption")
+                   help="each object word counts once per caption (implied by --chair_variant efuf)")
     p.add_argument("--bleu", action="store_true", help="also word-level BLEU-1/2/4 against the COCO captions")
-    p.add_argument("--synonyms", default=str(DEFAULT_SYNONYMS),
-                   help="vocabulary: one line per category, 'category, syn1, syn2, ...'")
+    p.add_argument("--synonyms", default=None,
+                   help="vocabulary: one line per category, 'category, syn1, syn2, ...' "
+                        "(default: the variant's COCO list)")
     p.add_argument("--no_default_merges", action="store_true",
-                   help="drop the COCO two-word merges and the toilet-seat rule (for a custom vocabulary)")
+                   help="canonical variant: drop the COCO two-word merges and the toilet-seat rule "
+                        "(for a custom vocabulary)")
     p.add_argument("--extra_merges", nargs="*", default=[],
-                   help="more two-word phrases kept as one token, e.g. 'train track' (OPERA/EFUF variant)")
+                   help="more two-word phrases kept as one token, e.g. 'coffee table'")
     return p
 
 
@@ -44,19 +53,23 @@ def score(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]
     captions = read_captions(args.caption_eval_path)
     if args.limit is not None:
         captions = captions[: args.limit]
-    extractor = ObjectExtractor.canonical(args.synonyms, default_merges=not args.no_default_merges,
-                                          extra_merges=args.extra_merges)
+    extractor = chair_extractor(args.chair_variant, args.synonyms, default_merges=not args.no_default_merges,
+                                extra_merges=args.extra_merges)
+    dedup = args.dedup_per_caption or args.chair_variant == "efuf"
     gt = load_ground_truth(args.coco_annotation_dir, extractor, {c.image_id for c in captions})
-    metrics, details = compute_chair(captions, extractor, gt.objects, dedup_per_caption=args.dedup_per_caption)
+    metrics, details = compute_chair(captions, extractor, gt.objects, dedup_per_caption=dedup)
     metrics["images_without_annotations"] = len({c.image_id for c in captions} - set(gt.objects))
     if args.bleu:
         bleu, per_caption = compute_bleu(captions, gt.references)
         metrics.update(bleu)
         for d, b in zip(details, per_caption):
             d["bleu"] = b
+    synonyms = str(args.synonyms or DEFAULT_SYNONYMS)
+    if args.chair_variant == "efuf" and not args.synonyms:
+        synonyms += " + EFUF_EXTRA_SYNONYMS"
     metrics["settings"] = {
         "caption_eval_path": str(args.caption_eval_path), "annotation_files": gt.files,
-        "synonyms": str(args.synonyms), "dedup_per_caption": args.dedup_per_caption,
+        "chair_variant": args.chair_variant, "synonyms": synonyms, "dedup_per_caption": dedup,
         "default_merges": not args.no_default_merges, "extra_merges": list(args.extra_merges),
     }
     return metrics, details

@@ -17,3 +17,26 @@ def _load(name: str):
 def test_bench_generate_outputs_agree():
     res = _load("bench_generate").main(["--n", "6", "--batch_size", "4", "--max_new_tokens", "6"])
     assert res["identical"] is True and res["naive_s"] > 0 and res["ours_s"] > 0
+
+
+# ------------------------------------------------------------------------------------------------------- CHAIR
+def test_bench_chair_keeps_its_own_canonical_tables():
+    """The canonical side must not take its tables from the product, or "identical" would prove nothing."""
+    import ast
+
+    tree = ast.parse((ROOT / "benchmarks" / "bench_chair.py").read_text())
+    imported = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert imported == {("__future__", "annotations"), ("common.text.objects", "ObjectExtractor"),
+                        ("common.text.singular", "singularize"), ("common.text.wordtok", "word_tokenize"),
+                        ("evaluate.chair", "Caption"), ("evaluate.chair", "compute_chair")}
+
+
+def test_bench_chair_catches_a_changed_merge_table(monkeypatch):
+    import pytest
+
+    from common.text import objects
+
+    bench = _load("bench_chair")
+    monkeypatch.setattr(objects, "COCO_DOUBLE_WORDS", objects.COCO_DOUBLE_WORDS[:-1])  # drop "train track"
+    with pytest.raises(AssertionError):
+        bench.main(["--captions", "300", "--seed", "3"])

@@ -20,7 +20,7 @@ import pytest
 
 from evaluate import eval_auto
 from common.text.objects import ObjectExtractor
-from evaluate.chair import compute_chair, load_ground_truth, read_captions
+from evaluate.chair import chair_extractor, compute_chair, load_ground_truth, read_captions
 from common.errors import LetheError
 
 FIX = Path(__file__).parent / "fixtures" / "eval"
@@ -104,6 +104,81 @@ def test_eval_auto_dedup_flag_and_limit(tmp_path):
     assert (m["num_captions"], m["object_mentions"], m["hallucinated_mentions"]) == (2, 6, 2)
     assert m["CHAIRs"] == 1.0 and m["CHAIRi"] == pytest.approx(2 / 6)
     assert m["settings"]["dedup_per_caption"] is True
+
+
+# Captions whose counts depend on the two-word merge table (ground truth: 5 {bicycle}, 1 {dog, person},
+# 4 {toilet, chair}).
+#   a  5 "A bicycle next to the train tracks."
+#        canonical: "train track" is one non-object token -> bicycle; 7 tokens
+#        (without the "train track" merge, as this project had it: bicycle, train*; 8 tokens)
+#   b  1 "A man and a dog at the dining table near a pedestrian and a cheesecake."
+#        canonical: man(person) dog table(dining table)*; "pedestrian" is no synonym, " cheesecake" never matches;
+#        16 tokens.  efuf: man dog "dining table"* pedestrian(person) cheesecake(cake)*; 15 tokens
+#   c  4 "A toilet next to a coffee table with a remote control and a motor bike."
+#        canonical: toilet table(dining table)* remote*; " motor bike" never matches; 15 tokens.
+#        efuf: toilet "coffee table"* "remote control"* "motor bike"(motorcycle)*; 13 tokens
+MERGE_CAPTIONS = [
+    (5, "A bicycle next to the train tracks."),
+    (1, "A man and a dog at the dining table near a pedestrian and a cheesecake."),
+    (4, "A toilet next to a coffee table with a remote control and a motor bike."),
+]
+
+
+def _write_captions(path, rows):
+    path.write_text("".join(json.dumps({"image_id": i, "image": f"{i}.jpg", "caption": c}) + "\n" for i, c in rows))
+    return path
+
+
+def test_canonical_train_track_merge_by_hand(tmp_path):
+    caps = _write_captions(tmp_path / "caps.jsonl", MERGE_CAPTIONS)
+    out = tmp_path / "c.json"
+    assert eval_auto.main(["--caption_eval_path", str(caps), "--coco_annotation_dir", str(COCO),
+                           "--output_json", str(out)]) == 0
+    m = json.loads(out.read_text())
+    assert (m["object_mentions"], m["hallucinated_mentions"], m["hallucinated_captions"]) == (7, 3, 2)
+    assert m["CHAIRs"] == pytest.approx(2 / 3)     # the old table made caption a hallucinated too: 3/3
+    assert m["CHAIRi"] == pytest.approx(3 / 7)     # old: 4/8
+    assert m["Recall"] == pytest.approx(4 / 5)     # (1 + 2 + 1) / (1 + 2 + 2)
+    assert m["Len"] == pytest.approx(38 / 3)       # (7 + 16 + 15) / 3; old: 39 / 3
+    assert m["settings"]["chair_variant"] == "canonical" and m["settings"]["dedup_per_caption"] is False
+    details = [json.loads(x) for x in (tmp_path / "c_details.jsonl").read_text().splitlines()]
+    assert details[0]["mentions"] == [["bicycle", "bicycle"]] and details[0]["Len"] == 7
+    assert details[2]["hallucinated"] == [["table", "dining table"], ["remote", "remote"]]
+
+
+def test_efuf_variant_merges_and_vocabulary_by_hand(tmp_path):
+    caps = _write_captions(tmp_path / "caps.jsonl", MERGE_CAPTIONS)
+    out = tmp_path / "c.json"
+    assert eval_auto.main(["--caption_eval_path", str(caps), "--coco_annotation_dir", str(COCO),
+                           "--output_json", str(out), "--chair_variant", "efuf"]) == 0
+    m = json.loads(out.read_text())
+    assert (m["object_mentions"], m["hallucinated_mentions"], m["hallucinated_captions"]) == (10, 5, 2)
+    assert (m["CHAIRs"], m["CHAIRi"], m["Recall"]) == pytest.approx((2 / 3, 5 / 10, 4 / 5))
+    assert m["Len"] == pytest.approx(35 / 3)       # (7 + 15 + 13) / 3
+    assert m["settings"]["chair_variant"] == "efuf" and m["settings"]["dedup_per_caption"] is True
+    details = [json.loads(x) for x in (tmp_path / "c_details.jsonl").read_text().splitlines()]
+    assert details[1]["mentions"] == [["man", "person"], ["dog", "dog"], ["dining table", "dining table"],
+                                      ["pedestrian", "person"], ["cheesecake", "cake"]]
+    assert details[2]["hallucinated"] == [["coffee table", "dining table"], ["remote control", "remote"],
+                                          ["motor bike", "motorcycle"]]
+
+
+def test_efuf_variant_counts_each_word_once(tmp_path):
+    caps = _write_captions(tmp_path / "caps.jsonl", [(1, "A dog, two dogs and a cat near the table and a table.")])
+    ex = chair_extractor("efuf")
+    gt = load_ground_truth(COCO, ex, {1})
+    m, details = compute_chair(read_captions(caps), ex, gt.objects, dedup_per_caption=True)
+    assert details[0]["mentions"] == [["dog", "dog"], ["cat", "cat"], ["table", "dining table"]]
+    assert (m["object_mentions"], m["hallucinated_mentions"]) == (3, 2)
+
+
+def test_efuf_variant_refuses_no_default_merges(tmp_path, capsys):
+    rc = eval_auto.main(["--caption_eval_path", str(CAPTIONS), "--coco_annotation_dir", str(COCO),
+                         "--output_json", str(tmp_path / "c.json"), "--chair_variant", "efuf", "--no_default_merges"])
+    assert rc == 2
+    assert "canonical variant only" in capsys.readouterr().err
+    with pytest.raises(LetheError, match="unknown CHAIR variant"):
+        chair_extractor("opera")
 
 
 def test_efuf_txt_caption_file(tmp_path):

@@ -6,7 +6,8 @@ import math
 import pytest
 
 from evaluate.bleu import corpus_bleu, sentence_bleu
-from common.text.objects import ObjectExtractor
+from common.text.objects import (COCO_DOUBLE_WORDS, ObjectExtractor, build_efuf_merges, build_merges,
+                                 load_efuf_synonyms, load_synonyms)
 from common.text.singular import singularize
 from common.text.wordtok import sent_tokenize, treebank_tokenize, word_tokenize
 
@@ -83,15 +84,56 @@ def test_two_word_objects_and_special_rules():
     assert ex.extract("A dog, a dog and dogs.").categories == ["dog", "dog", "dog"]
 
 
-def test_extra_merges_and_no_default_merges(tmp_path):
-    ex = ObjectExtractor.canonical(extra_merges=["train track"])
+def test_train_track_is_one_non_object_token():
+    # canonical chair.py (LisaAnne/Hallucination HEAD; Maxlinn/OPERA agree) merges "train track": no train there
+    ex = ObjectExtractor.canonical()
     assert ex.extract("A train on the train tracks.").categories == ["train"]
-    assert ObjectExtractor.canonical().extract("A train on the train tracks.").categories == ["train", "train"]
+    assert ex.extract("A train on the train tracks.").tokens == ["a", "train", "on", "the", "train track", "."]
+    assert ex.extract("Train tracks.").categories == []
+
+
+def test_canonical_merge_table():
+    assert len(COCO_DOUBLE_WORDS) == 29 and COCO_DOUBLE_WORDS[-2:] == ("home plate", "train track")
+    merges = build_merges()
+    # 27 distinct double words + 12 animals x 2 + 2 vehicles + "toilet seat" + "wine glas" ("bow tie" remapped)
+    assert len(merges) == 55
+    assert (merges["bow tie"], merges["toilet seat"], merges["wine glas"]) == ("tie", "toilet", "wine glass")
+    assert (merges["baby cub"], merges["adult animal"], merges["passenger jet"]) == ("cub", "animal", "jet")
+    assert "dining table" not in merges and "coffee table" not in merges and "remote control" not in merges
+
+
+def test_efuf_merge_table_and_vocabulary():
+    syn = load_efuf_synonyms()
+    # EFUF's synonyms.txt = the canonical list, items stripped, plus four forms
+    assert {k: v for k, v in syn.items() if k not in load_synonyms()} == {
+        "motor bike": "motorcycle", "cheesecake": "cake", "brother": "person", "pedestrian": "person",
+        "coffee table": "dining table", "remote control": "remote"}
+    merges = build_efuf_merges(syn)
+    assert set(merges) - set(build_merges()) == {"dining table", "coffee table", "remote control"}
+    assert set(build_merges()) <= set(merges) and merges["bow tie"] == "tie"
+    ex = ObjectExtractor.efuf()
+    cap = "A man at the dining table and a coffee table with a remote control, a cheesecake and a motor bike."
+    assert ex.extract(cap).words == ["man", "dining table", "coffee table", "remote control", "cheesecake",
+                                     "motor bike"]
+    assert ex.extract(cap).categories == ["person", "dining table", "dining table", "remote", "cake", "motorcycle"]
+    assert ObjectExtractor.canonical().extract(cap).categories == ["person", "dining table", "dining table",
+                                                                   "remote"]
+    assert ex.extract("A train on the train tracks.").categories == ["train"]
+    assert [m.text for m in ex.mentions(cap)] == ["man", "dining table", "coffee table", "remote control",
+                                                  "cheesecake", "motor bike"]
+
+
+def test_extra_merges_and_no_default_merges(tmp_path):
+    ex = ObjectExtractor.canonical(extra_merges=["coffee  table"])
+    assert ex.extract("A cup on the coffee table.").categories == ["cup"]
+    assert ObjectExtractor.canonical().extract("A cup on the coffee table.").categories == ["cup", "dining table"]
     syn = tmp_path / "syn.txt"
     syn.write_text("circle, ring, round thing\nsquare, box\n")
     custom = ObjectExtractor.canonical(syn, default_merges=False)
     assert custom.extract("A ring, two boxes and a toilet seat.").categories == ["circle", "square"]
     assert custom.extract("A round thing.").categories == []  # no merges: a two-word form never matches
+    # EFUF builds its merges from the vocabulary, so a custom two-word form does match
+    assert ObjectExtractor.efuf(syn).extract("A round thing and a ring.").categories == ["circle", "circle"]
 
 
 # ------------------------------------------------------------------------------------------------------ BLEU
