@@ -1,5 +1,8 @@
 """POPE: generate yes/no answers (LLaVA question file) and score them against the POPE label files.
 
+Answers are paired with labels by image and the object asked about ("Is there a/an X in the image?", also the
+"imange" spelling of the first POPE releases), so either release of the label files gives the same numbers.
+
     python evaluate/eval_pope.py --score_only --answers_file A.jsonl --question_file Q.jsonl \
         --annotation_dir D --output_json OUT
     python evaluate/eval_pope.py --model llava --llava_path P --question_file Q.jsonl --image_dir IMGS \
@@ -17,7 +20,8 @@ from evaluate.cli import (DEFAULT_VQA_SUFFIX, add_generation_args, cli_main, gen
                           parse_args, with_suffix)
 from common.io import atomic_write_json, iter_jsonl_numbered
 from evaluate.util import print_table
-from evaluate.pope import COUNT_KEYS, RATIO_KEYS, pope_categories, read_labels, read_questions, score_pope
+from evaluate.pope import (COUNT_KEYS, RATIO_KEYS, LabelTable, PopeQuestion, pope_categories, read_labels,
+                           read_pope_questions, read_questions, score_pope)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt_suffix", default=DEFAULT_VQA_SUFFIX,
                    help="appended on a new line to each question when generating ('' for none)")
     p.add_argument("--instruction_suffixes", nargs="*", default=[DEFAULT_VQA_SUFFIX],
-                   help="suffixes stripped from question texts before matching them to labels")
+                   help="suffixes stripped from question texts before the object is parsed (text after the "
+                        "question mark is ignored anyway)")
     add_generation_args(p, max_new_tokens=128, dar=True)
     return p
 
@@ -42,19 +47,26 @@ def generate(args: argparse.Namespace) -> None:
     generate_answers(args, items, args.answers_file)
 
 
-def score(args: argparse.Namespace) -> dict[str, Any]:
-    questions = read_questions(args.question_file)
-    labels = read_labels(args.annotation_dir, args.instruction_suffixes)
-    return score_pope(iter_jsonl_numbered(args.answers_file), questions, labels, args.instruction_suffixes,
-                      answers_name=args.answers_file)
+def read_inputs(args: argparse.Namespace) -> tuple[dict[str, PopeQuestion], dict[str, LabelTable]]:
+    """The parsed question file and label files (read before generating, so a bad file fails fast)."""
+    return (read_pope_questions(args.question_file, args.instruction_suffixes),
+            read_labels(args.annotation_dir, args.instruction_suffixes))
+
+
+def score(args: argparse.Namespace, inputs: tuple[dict[str, PopeQuestion], dict[str, LabelTable]] | None = None
+          ) -> dict[str, Any]:
+    questions, labels = inputs or read_inputs(args)
+    return score_pope(iter_jsonl_numbered(args.answers_file), questions, labels, answers_name=args.answers_file,
+                      questions_name=args.question_file)
 
 
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
+    inputs = read_inputs(args)
     if not args.score_only:
         generate(args)
-    result = score(args)
+    result = score(args, inputs)
     atomic_write_json(args.output_json, result)
     rows = [[cat] + [m[k] for k in RATIO_KEYS + COUNT_KEYS] for cat, m in pope_categories(result).items()]
     rows.append(["mean"] + [result["mean"][k] for k in RATIO_KEYS + COUNT_KEYS])

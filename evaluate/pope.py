@@ -1,11 +1,28 @@
-"""POPE scoring with LLaVA's ``eval_pope.py`` answer parsing, matched by keys instead of by position.
+"""POPE scoring with LLaVA's ``eval_pope.py`` answer parsing, answers paired with labels by (image, object).
 
 Parsing (LLaVA): keep the text before the first '.', drop commas, split on single spaces; if one of the words is
 exactly ``No``, ``not`` or ``no`` the answer is *no*, otherwise *yes* (so "" and "Yes." are *yes*, "NO" is *yes*).
-Matching: an answer's ``question_id`` -> the question (image, text, category) -> the label with the same image and
-question text (instruction suffixes such as "Answer the question using a single word or phrase." removed) in
-``coco_pope_{category}.json``. LLaVA zips answers and labels by position; keys give the same numbers on aligned
-files and refuse misaligned ones.
+
+Pairing: an answer's ``question_id`` -> the question (image, text, category) in the question file -> the label with
+the same image and the same *object asked about* in ``coco_pope_{category}.json``. The object is parsed from the
+question text, which POPE always words "Is there a/an <object> in the image?"; the parser
+(``question_object``) also reads the wording of every release:
+
+* the first releases of the COCO label files (and LLaVA's ``llava_pope_test.jsonl``, copied from them) spell 246
+  questions "... in the imange?" (objects umbrella, orange, oven, airplane, elephant, apple); AoiDragon/POPE
+  commits edebdda and 109985c ("Fix spelling errors") corrected them to "image";
+* the article is ignored ("Is there an traffic light in the image?" in the corrected random split);
+* case and runs of whitespace are ignored, and any text after the question mark (an instruction such as LLaVA's
+  "\nAnswer the question using a single word or phrase.") is not part of the question;
+* "picture"/"photo" and "any" (POPE's ``--template`` flag lets users reword the question) are read too.
+
+So the same answers give the same numbers with either release. The corrected random split also has 90 questions
+more than the first one (2,910 -> 3,000, interleaved): LLaVA's 8,910-question file leaves them ``unanswered``,
+where LLaVA's positional zip would pair every later answer with the wrong label. A question or label line whose
+object cannot be parsed, two lines of one file asking the same (category, image, object), an answer without a
+question and a question without a label each stop the scorer with one ``error:`` line naming the file and line.
+Question ids are only used between the answers and the question file (LLaVA numbers 1..8910 across the splits;
+the label files number each split from 1).
 
 Metrics per category: TP/FP/TN/FN with *yes* as the positive class, accuracy, precision, recall, F1 and yes_ratio
 (share of the model's answers that are *yes*). A ratio with a zero denominator is 0.0 (LLaVA would divide by zero).
@@ -13,8 +30,10 @@ Metrics per category: TP/FP/TN/FN with *yes* as the positive class, accuracy, pr
 """
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from evaluate.cli import strip_suffixes
 from common.errors import LetheError
@@ -22,6 +41,36 @@ from common.io import PathLike, iter_jsonl_numbered
 
 RATIO_KEYS = ("accuracy", "precision", "recall", "f1", "yes_ratio")
 COUNT_KEYS = ("TP", "FP", "TN", "FN")
+
+#: "Is there a/an <object> in the image?" and the real variants (see the module docstring). The object stops at
+#: the first "in the image?" and never spans a '?' or a line break.
+_QUESTION = re.compile(r"\bis\s+there\s+(?:an?|any)\s+(?P<object>[^?\n]+?)\s+in\s+(?:the|this)\s+"
+                       r"(?:image|imange|picture|photo)\s*\?", re.IGNORECASE)
+EXPECTED = "'Is there a/an <object> in the image?'"
+
+
+def question_object(text: str) -> str | None:
+    """The object a POPE question asks about, lower-cased with single spaces; None if the text is not one."""
+    m = _QUESTION.search(text)
+    return " ".join(m.group("object").lower().split()) if m else None
+
+
+@dataclass(frozen=True)
+class PopeQuestion:
+    """What a question-file line asks: the key its label is looked up by, and where it came from."""
+
+    category: str
+    image: str
+    object: str
+    line: int
+
+
+@dataclass(frozen=True)
+class LabelTable:
+    """One ``coco_pope_{category}.json``: (image, object) -> ('yes'/'no', line)."""
+
+    path: Path
+    labels: Mapping[tuple[str, str], tuple[str, int]]
 
 
 def parse_pope_answer(text: str) -> str:
@@ -51,77 +100,116 @@ def binary_metrics(preds: Sequence[str], labels: Sequence[str]) -> dict[str, Any
     }
 
 
-def read_questions(path: PathLike) -> dict[str, dict[str, Any]]:
-    """LLaVA question file (jsonl ``question_id``, ``image``, ``text``, ``category``) keyed by str(question_id)."""
-    out: dict[str, dict[str, Any]] = {}
+def _object_of(path: PathLike, lineno: int, row: Mapping[str, Any], suffixes: Sequence[str]) -> tuple[str, str]:
+    """(image, object) of a question or label line; a missing field or an unparseable text raises naming the line."""
+    for key in ("image", "text"):
+        if key not in row:
+            raise LetheError(f"{path}:{lineno}: no {key!r} field")
+    text = strip_suffixes(str(row["text"]), suffixes)
+    obj = question_object(text)
+    if obj is None:
+        raise LetheError(f"{path}:{lineno}: cannot tell which object question {str(row['text'])!r:.120} asks about "
+                         f"(expected {EXPECTED})")
+    return str(row["image"]), obj
+
+
+def _numbered_questions(path: PathLike) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    seen: dict[str, int] = {}
     for lineno, q in iter_jsonl_numbered(path):
         if "question_id" not in q:
             raise LetheError(f"{path}:{lineno}: no 'question_id'")
         qid = str(q["question_id"])
-        if qid in out:
-            raise LetheError(f"{path}:{lineno}: duplicate question_id {q['question_id']!r}")
-        out[qid] = q
+        if qid in seen:
+            raise LetheError(f"{path}:{lineno}: duplicate question_id {q['question_id']!r} (first at line {seen[qid]})")
+        seen[qid] = lineno
+        yield lineno, qid, q
+
+
+def read_questions(path: PathLike) -> dict[str, dict[str, Any]]:
+    """LLaVA question file (jsonl ``question_id``, ``image``, ``text``, ``category``) keyed by str(question_id)."""
+    return {qid: q for _, qid, q in _numbered_questions(path)}
+
+
+def read_pope_questions(path: PathLike, suffixes: Sequence[str] = ()) -> dict[str, PopeQuestion]:
+    """The question file parsed for scoring: str(question_id) -> (category, image, object, line).
+
+    Two questions asking the same (category, image, object) would share one label: refused as ambiguous."""
+    out: dict[str, PopeQuestion] = {}
+    first: dict[tuple[str, str, str], int] = {}
+    for lineno, qid, q in _numbered_questions(path):
+        if "category" not in q:
+            raise LetheError(f"{path}:{lineno}: no 'category' field (random, popular or adversarial)")
+        image, obj = _object_of(path, lineno, q, suffixes)
+        key = (str(q["category"]), image, obj)
+        if key in first:
+            raise LetheError(f"{path}:{lineno}: ambiguous: asks about {obj!r} in {image!r} ({key[0]}) like line "
+                             f"{first[key]}")
+        first[key] = lineno
+        out[qid] = PopeQuestion(key[0], image, obj, lineno)
     return out
 
 
-def read_labels(annotation_dir: PathLike, suffixes: Sequence[str]) -> dict[str, dict[tuple[str, str], str]]:
-    """``coco_pope_{category}.json`` files -> category -> (image, question text) -> 'yes'/'no'."""
+def read_labels(annotation_dir: PathLike, suffixes: Sequence[str] = ()) -> dict[str, LabelTable]:
+    """``coco_pope_{category}.json`` files -> category -> (image, object) -> ('yes'/'no', line)."""
     root = Path(annotation_dir)
     files = sorted(root.glob("coco_pope_*.json"))
     if not files:
         raise LetheError(f"{root}: no coco_pope_*.json label files")
-    labels: dict[str, dict[tuple[str, str], str]] = {}
+    tables: dict[str, LabelTable] = {}
     for path in files:
         cat = path.name[len("coco_pope_"):-len(".json")]
-        table: dict[tuple[str, str], str] = {}
+        table: dict[tuple[str, str], tuple[str, int]] = {}
         for lineno, row in iter_jsonl_numbered(path):
-            try:
-                key = (str(row["image"]), strip_suffixes(str(row["text"]), suffixes))
-                label = str(row["label"]).strip().lower()
-            except KeyError as e:
-                raise LetheError(f"{path}:{lineno}: no {e.args[0]!r} field") from None
+            if "label" not in row:
+                raise LetheError(f"{path}:{lineno}: no 'label' field")
+            key = _object_of(path, lineno, row, suffixes)
+            label = str(row["label"]).strip().lower()
             if label not in ("yes", "no"):
                 raise LetheError(f"{path}:{lineno}: label {row['label']!r} is not yes/no")
-            if table.get(key, label) != label:
-                raise LetheError(f"{path}:{lineno}: conflicting labels for {key}")
-            table[key] = label
-        labels[cat] = table
-    return labels
+            if key in table:
+                raise LetheError(f"{path}:{lineno}: ambiguous: asks about {key[1]!r} in {key[0]!r} like line "
+                                 f"{table[key][1]}")
+            table[key] = (label, lineno)
+        tables[cat] = LabelTable(path, table)
+    return tables
 
 
-def score_pope(answers: Iterable[tuple[int, Mapping[str, Any]]], questions: Mapping[str, Mapping[str, Any]],
-               labels: Mapping[str, Mapping[tuple[str, str], str]], suffixes: Sequence[str],
-               answers_name: str = "answers") -> dict[str, Any]:
+def score_pope(answers: Iterable[tuple[int, Mapping[str, Any]]], questions: Mapping[str, PopeQuestion],
+               labels: Mapping[str, LabelTable], answers_name: str = "answers",
+               questions_name: str = "the question file") -> dict[str, Any]:
     """Score numbered answer rows (``question_id``, ``text``). Unknown ids / unlabeled questions raise."""
     per_cat: dict[str, tuple[list[str], list[str]]] = {}
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     for lineno, ans in answers:
+        where = f"{answers_name}:{lineno}"
         if "question_id" not in ans or "text" not in ans:
-            raise LetheError(f"{answers_name}:{lineno}: an answer needs 'question_id' and 'text'")
+            raise LetheError(f"{where}: an answer needs 'question_id' and 'text'")
         qid = str(ans["question_id"])
         if qid in seen:
-            raise LetheError(f"{answers_name}:{lineno}: second answer for question_id {ans['question_id']!r}")
-        seen.add(qid)
+            raise LetheError(f"{where}: second answer for question_id {ans['question_id']!r} "
+                             f"(first at line {seen[qid]})")
+        seen[qid] = lineno
         q = questions.get(qid)
         if q is None:
-            raise LetheError(f"answer question_id {ans['question_id']!r} has no question in the question file")
-        cat = str(q.get("category", ""))
-        if cat not in labels:
-            raise LetheError(f"question_id {ans['question_id']!r}: no label file coco_pope_{cat}.json")
-        key = (str(q["image"]), strip_suffixes(str(q["text"]), suffixes))
-        label = labels[cat].get(key)
-        if label is None:
-            raise LetheError(f"question_id {ans['question_id']!r}: no label for image {key[0]!r} "
-                                 f"and question {key[1]!r} in coco_pope_{cat}.json")
-        preds, labs = per_cat.setdefault(cat, ([], []))
+            raise LetheError(f"{where}: answer question_id {ans['question_id']!r} has no question in "
+                             f"{questions_name}")
+        table = labels.get(q.category)
+        if table is None:
+            raise LetheError(f"{questions_name}:{q.line}: question_id {ans['question_id']!r}: no label file "
+                             f"coco_pope_{q.category}.json")
+        hit = table.labels.get((q.image, q.object))
+        if hit is None:
+            raise LetheError(f"{where}: question_id {ans['question_id']!r} ({questions_name}:{q.line}): no label "
+                             f"for {q.object!r} in image {q.image!r} in {table.path}")
+        preds, labs = per_cat.setdefault(q.category, ([], []))
         preds.append(parse_pope_answer(str(ans["text"])))
-        labs.append(label)
+        labs.append(hit[0])
     if not per_cat:
         raise LetheError(f"{answers_name}: no answers")
     categories = {}
     for cat in sorted(per_cat):
         m = binary_metrics(*per_cat[cat])
-        m["unanswered"] = len(labels[cat]) - m["num_answers"]
+        m["unanswered"] = len(labels[cat].labels) - m["num_answers"]
         categories[cat] = m
     mean = {k: sum(c[k] for c in categories.values()) / len(categories) for k in RATIO_KEYS}
     mean.update({k: sum(c[k] for c in categories.values()) for k in COUNT_KEYS + ("num_answers",)})

@@ -28,6 +28,30 @@ def test_pope_generation_batched_equals_single_and_resumes(tiny_dir, toy_world, 
     assert (tmp_path / "cut.jsonl").read_text() == (tmp_path / "b8.jsonl").read_text()
 
 
+def test_pope_batch_size_reaches_the_model_layer(tiny_dir, toy_world, tmp_path, monkeypatch):
+    # --batch_size 32 must reach the Hugging Face generate call (the adapter's own default would split into 16s)
+    import evaluate.cli
+
+    real_load, dims = evaluate.cli.load_vlm, []
+
+    def load(args):
+        vlm = real_load(args)
+        hf_generate = vlm.model.generate
+
+        def spy(*a, **kw):
+            dims.append(kw["input_ids"].shape[0])
+            return hf_generate(*a, **kw)
+
+        monkeypatch.setattr(vlm.model, "generate", spy)
+        return vlm
+
+    monkeypatch.setattr(evaluate.cli, "load_vlm", load)
+    assert _pope(tiny_dir, toy_world, tmp_path / "b32.jsonl", tmp_path / "b32.json", 32) == 0
+    assert max(dims) == 32 and dims.count(32) >= len(dims) - 1  # full batches but the last
+    questions = read_jsonl(toy_world / "pope" / "llava_pope_test.jsonl")
+    assert [r["question_id"] for r in read_jsonl(tmp_path / "b32.jsonl")] == [q["question_id"] for q in questions]
+
+
 def test_caption_then_chair_end_to_end(tiny_dir, toy_world, tmp_path):
     from evaluate.eval_auto import main as eval_auto
     from evaluate.eval_caption import main as eval_caption

@@ -4,6 +4,14 @@ Fixture answers (shuffled; the popular label file is in reverse order, so positi
   random : 1 yes "Yes."->yes TP | 2 no "No, there is not."->no TN | 3 yes "NO"->yes TP | 4 no "Yes, there..."->yes FP
   popular: 5 yes "no."->no FN | 6 no "Not sure."->yes FP ("Not" is not a no-word) | 7 yes "yes" TP |
            8 no "I do not think so"->no TN
+
+Releases (fixtures/eval/pope_releases: label files ``first/`` and ``corrected/`` differ only in "imange" -> "image";
+the question file is LLaVA's copy of the first release, question ids 3001.., answers shuffled), adversarial:
+  3001 umbrella@210789 yes "Yes" TP | 3002 truck no "No." TN | 3003 dining table@210789 yes "No" FN |
+  3004 orange yes "No, there is no orange." FN | 3005 car no "Yes, there is a car." FP | 3006 traffic light yes
+  "yes" TP | 3007 oven no "There is an oven"->yes FP | 3008 dining table@458338 no "Yes" FP
+  -> TP 2, FP 3, TN 1, FN 2: accuracy 3/8, precision 2/5, recall 1/2, F1 4/9, yes_ratio 5/8
+  (pairing the two dining-table questions by object alone would swap them: accuracy 5/8).
 """
 from __future__ import annotations
 
@@ -13,10 +21,11 @@ from pathlib import Path
 import pytest
 
 from evaluate import eval_pope
-from evaluate.pope import parse_pope_answer
+from evaluate.pope import parse_pope_answer, question_object
 
 FIX = Path(__file__).parent / "fixtures" / "eval" / "pope"
 ARGS = ["--question_file", str(FIX / "llava_pope_test.jsonl"), "--annotation_dir", str(FIX)]
+REL = FIX.parent / "pope_releases"
 
 
 @pytest.mark.parametrize("text, parsed", [
@@ -94,3 +103,90 @@ def test_malformed_answer_line_names_the_line(tmp_path, capsys):
                          str(tmp_path / "o.json")])
     assert rc == 2
     assert f"{answers}:3: malformed JSON line" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- releases with different spelling
+@pytest.mark.parametrize("text, obj", [
+    ("Is there a dog in the image?", "dog"),
+    ("Is there an umbrella in the imange?", "umbrella"),  # first POPE releases, 246 questions
+    ("Is there an traffic light in the image?", "traffic light"),  # corrected random split, as released
+    ("Is there a dining table in the image?\nAnswer the question using a single word or phrase.", "dining table"),
+    ("is there a  Hot Dog in the IMAGE ? Please answer yes or no.", "hot dog"),
+    ("Is there a skis in the picture?", "skis"),
+    ("What color is the car?", None), ("Is there a dog?", None), ("Is there a dog in the kitchen?", None),
+])
+def test_question_object(text, obj):
+    assert question_object(text) == obj
+
+
+def _score(tmp_path, labels_dir, questions, name):
+    out = tmp_path / f"{name}.json"
+    assert eval_pope.main(["--score_only", "--answers_file", str(REL / "answers.jsonl"), "--question_file",
+                           str(questions), "--annotation_dir", str(labels_dir), "--output_json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_either_label_release_gives_the_same_numbers(tmp_path):
+    first = (REL / "first" / "coco_pope_adversarial.json").read_text()
+    corrected = (REL / "corrected" / "coco_pope_adversarial.json").read_text()
+    assert first != corrected and first.replace("imange", "image") == corrected  # they differ only in spelling
+    llava_questions = REL / "llava_pope_questions.jsonl"  # copied from the first release: "imange"
+    assert "imange" in llava_questions.read_text()
+    fixed_questions = tmp_path / "q_fixed.jsonl"
+    fixed_questions.write_text(llava_questions.read_text().replace("imange", "image"))
+    results = [_score(tmp_path, REL / release, q, f"{release}-{i}")
+               for release in ("first", "corrected") for i, q in enumerate((llava_questions, fixed_questions))]
+    assert all(r == results[0] for r in results)
+    adv = results[0]["adversarial"]
+    assert (adv["TP"], adv["FP"], adv["TN"], adv["FN"], adv["unanswered"]) == (2, 3, 1, 2, 0)
+    assert adv["accuracy"] == pytest.approx(3 / 8) and adv["precision"] == pytest.approx(2 / 5)
+    assert adv["recall"] == pytest.approx(1 / 2) and adv["f1"] == pytest.approx(4 / 9)
+    assert adv["yes_ratio"] == pytest.approx(5 / 8) and results[0]["mean_f1"] == pytest.approx(4 / 9)
+
+
+def _fail(tmp_path, capsys, questions_text=None, labels_text=None):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(questions_text or (REL / "llava_pope_questions.jsonl").read_text())
+    labels = tmp_path / "labels"
+    labels.mkdir(exist_ok=True)
+    (labels / "coco_pope_adversarial.json").write_text(
+        labels_text or (REL / "first" / "coco_pope_adversarial.json").read_text())
+    rc = eval_pope.main(["--score_only", "--answers_file", str(REL / "answers.jsonl"), "--question_file",
+                         str(questions), "--annotation_dir", str(labels), "--output_json", str(tmp_path / "o.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and not (tmp_path / "o.json").exists()
+    assert err.startswith("error: ") and err.count("\n") == 1  # one line
+    return err, questions, labels / "coco_pope_adversarial.json"
+
+
+def test_unparseable_question_names_file_and_line(tmp_path, capsys):
+    lines = (REL / "llava_pope_questions.jsonl").read_text().splitlines(keepends=True)
+    lines[1] = json.dumps({"question_id": 3002, "image": "COCO_val2014_000000210789.jpg",
+                           "text": "What color is the truck?", "category": "adversarial"}) + "\n"
+    err, questions, _ = _fail(tmp_path, capsys, questions_text="".join(lines))
+    assert f"{questions}:2: cannot tell which object" in err and "What color is the truck?" in err
+
+
+def test_unparseable_label_names_file_and_line(tmp_path, capsys):
+    rows = (REL / "corrected" / "coco_pope_adversarial.json").read_text().replace(
+        "Is there a car in the image?", "Is a car visible?")
+    err, _, labels = _fail(tmp_path, capsys, labels_text=rows)
+    assert f"{labels}:5: cannot tell which object" in err
+
+
+def test_ambiguous_and_unmatched_pairs_are_refused(tmp_path, capsys):
+    # the same question in both spellings in one label file: which label?
+    text = (REL / "first" / "coco_pope_adversarial.json").read_text()
+    twice = text + text.splitlines(keepends=True)[0].replace("imange", "image").replace('"yes"', '"no"')
+    err, _, labels = _fail(tmp_path, capsys, labels_text=twice)
+    assert f"{labels}:9: ambiguous" in err and "'umbrella'" in err and "line 1" in err
+    # two questions of one category asking the same thing
+    qs = (REL / "llava_pope_questions.jsonl").read_text()
+    extra = json.dumps({"question_id": 9999, "image": "COCO_val2014_000000574692.jpg",
+                        "text": "Is there an orange in the image?", "category": "adversarial"}) + "\n"
+    err, questions, _ = _fail(tmp_path, capsys, questions_text=qs + extra)
+    assert f"{questions}:9: ambiguous" in err and "line 4" in err
+    # a label file without the asked (image, object)
+    rows = [r for r in text.splitlines(keepends=True) if "oven" not in r]
+    err, questions, _ = _fail(tmp_path, capsys, labels_text="".join(rows))
+    assert f"{REL / 'answers.jsonl'}:1: question_id 3007 ({questions}:7): no label for 'oven'" in err

@@ -122,16 +122,131 @@ def test_runner_text_only_items_and_dar(images, tmp_path):
     out = tmp_path / "dar.jsonl"
     run_generation(vlm, items, out, batch_size=8, dar_prompt="Detail the composition and subjects within the frame.",
                    progress=False)
-    # batches never mix image and text-only items: [q0 q1] [t] [q2]; image batches are described first
-    assert [c[1] for c in vlm.calls][:2] == [["Detail the composition and subjects within the frame."] * 2,
-                                             ["Image description:\na 16px picture\n\nIs there a dog number 0?",
+    # batches never mix image and text-only items: [q2 q0 q1] (image items, shortest prompt first) then [t];
+    # image batches are described first
+    assert [c[1] for c in vlm.calls][:2] == [["Detail the composition and subjects within the frame."] * 3,
+                                             ["Image description:\na 18px picture\n\nIs there a cat?",
+                                              "Image description:\na 16px picture\n\nIs there a dog number 0?",
                                               "Image description:\na 17px picture\n\nIs there a dog number 1?"]]
     assert all(im is not None for im in vlm.calls[0][0])  # the describe step sees the image
-    assert vlm.calls[2][0] == [None] and vlm.calls[2][1] == ["What is 2+2?"]
-    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert vlm.calls[2][0] == [None] and vlm.calls[2][1] == ["What is 2+2?"] and len(vlm.calls) == 3
+    rows = [json.loads(x) for x in out.read_text().splitlines()]  # the file keeps item order
+    assert [r["question_id"] for r in rows] == ["q0", "q1", "t", "q2"]
     assert rows[0]["description"] == "a 16px picture" and rows[0]["prompt"] == "Is there a dog number 0?"
     assert rows[2] == {"question_id": "t", "prompt": "What is 2+2?", "text": "no image"}
     assert rows[3]["text"] == "No"
+
+
+# ------------------------------------------------------------------------------------ batch size and sorting
+class SizedVLM(FakeVLM):
+    """Like the model layer: takes ``batch_size`` (and records it) besides the runner's own batches."""
+
+    def __init__(self, fail_after: int | None = None):
+        super().__init__(fail_after)
+        self.batch_sizes: list[int] = []
+
+    def generate(self, images, prompts, max_new_tokens=64, num_beams=1, do_sample=False, batch_size=16):
+        self.batch_sizes.append(batch_size)
+        return super().generate(images, prompts, max_new_tokens, num_beams, do_sample)
+
+
+class KwargsVLM(FakeVLM):
+    def generate(self, images, prompts, **kw):
+        self.seen_kw = kw
+        return super().generate(images, prompts, kw["max_new_tokens"], kw["num_beams"], kw["do_sample"])
+
+
+def _varied(folder: Path, n: int, with_text_only: bool = False):
+    """Items whose prompt lengths are scrambled relative to item order (some repeated (image, prompt) pairs)."""
+    items = []
+    for i in range(n):
+        words = " big" * ((i * 7) % 5)
+        if with_text_only and i % 3 == 1:
+            items.append({"id": f"t{i}", "image_path": None, "prompt": f"Count{words} to {i % 4}?"})
+        else:
+            items.append({"id": f"q{i}", "image_path": str(folder / f"im{i % 7}.png"),
+                          "prompt": f"Is there a{words} dog {i % 11}?"})
+    return items
+
+
+def test_batch_size_reaches_the_model(images, tmp_path):
+    items = [{"id": i, "image_path": str(images / f"im{i % 7}.png"), "prompt": f"Is there a dog {i}?"}
+             for i in range(70)]
+    vlm = SizedVLM()
+    run_generation(vlm, items, tmp_path / "a.jsonl", batch_size=32, progress=False)
+    assert vlm.batch_sizes == [32, 32, 32]  # passed through, so the model layer does not re-split into 16s
+    assert [len(c[1]) for c in vlm.calls] == [32, 32, 6]
+    kw = KwargsVLM()
+    run_generation(kw, items[:5], tmp_path / "b.jsonl", batch_size=4, progress=False)
+    assert kw.seen_kw["batch_size"] == 4
+    plain = FakeVLM()  # a generate without batch_size still works (nothing extra is passed)
+    run_generation(plain, items[:5], tmp_path / "c.jsonl", batch_size=4, progress=False)
+    assert [len(c[1]) for c in plain.calls] == [4, 1]
+
+
+def test_repeated_pairs_do_not_shrink_batches(images, tmp_path):
+    base = [{"id": f"a{i}", "image_path": str(images / f"im{i % 7}.png"), "prompt": f"Is there a dog {i}?"}
+            for i in range(10)]
+    items = base + [{**it, "id": it["id"] + "-again"} for it in base] + \
+        [{"id": f"b{i}", "image_path": str(images / "im0.png"), "prompt": f"Is there a cat {i}?"} for i in range(6)]
+    vlm = SizedVLM()
+    run_generation(vlm, items, tmp_path / "a.jsonl", batch_size=4, progress=False)
+    assert [len(c[1]) for c in vlm.calls] == [4, 4, 4, 4]  # 16 distinct pairs, every call full
+    rows = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert [r["question_id"] for r in rows] == [it["id"] for it in items]
+
+
+def test_batches_are_length_sorted_and_the_file_keeps_item_order(images, tmp_path):
+    items = _varied(images, 40, with_text_only=True)
+    vlm = SizedVLM()
+    out = tmp_path / "a.jsonl"
+    run_generation(vlm, items, out, batch_size=4, sort_window=4, do_sample=True, progress=False)
+    assert set(vlm.batch_sizes) == {4} and all(len(c[1]) <= 4 for c in vlm.calls)
+    # one window = 16 consecutive items; inside it each kind's prompts come shortest first
+    pos = 0
+    by_id = {it["id"]: it for it in items}
+    for start in range(0, 40, 16):
+        window = items[start:start + 16]
+        n = len(window)
+        lengths_seen: dict[bool, list[int]] = {}
+        taken = 0
+        while taken < n:
+            images_, prompts, _ = vlm.calls[pos]
+            pos += 1
+            taken += len(prompts)
+            assert len({im is None for im in images_}) == 1  # never mixed
+            lengths_seen.setdefault(images_[0] is None, []).extend(len(p) for p in prompts)
+        assert taken == n
+        for kind, lengths in lengths_seen.items():
+            assert lengths == sorted(lengths)
+            assert sorted(lengths) == sorted(len(it["prompt"]) for it in window if (it["image_path"] is None) == kind)
+    assert pos == len(vlm.calls)
+    assert vlm.calls[0][1] != [it["prompt"] for it in items[:4]]  # really reordered
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["question_id"] for r in rows] == [it["id"] for it in items]
+    assert all(r["prompt"] == by_id[r["question_id"]]["prompt"] for r in rows)
+
+
+@pytest.mark.parametrize("crash_after", [1, 2, 3, 5, 8])
+def test_sorted_runs_resume_to_the_same_file(images, tmp_path, crash_after):
+    items = _varied(images, 40, with_text_only=True)
+    full = tmp_path / "full.jsonl"
+    run_generation(SizedVLM(), items, full, batch_size=4, sort_window=3, progress=False)
+    ids = [json.loads(x)["question_id"] for x in full.read_text().splitlines()]
+    assert ids == [it["id"] for it in items]
+    part = tmp_path / "part.jsonl"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_generation(SizedVLM(fail_after=crash_after), items, part, batch_size=4, sort_window=3, progress=False)
+    kept = part.read_text() if part.exists() else ""  # 1, 1, 12, 13, 25 lines: mid-window, window ends
+    assert full.read_text().startswith(kept)  # what survived is a prefix of the final file, in item order
+    with open(part, "a") as f:  # and a kill mid-write leaves half a line
+        f.write('{"question_id": "q39", "pro')
+    run_generation(SizedVLM(), items, part, batch_size=4, sort_window=3, progress=False)
+    assert part.read_bytes() == full.read_bytes()
+    other = tmp_path / "other.jsonl"  # a different batch size orders the file the same way
+    other.write_text(kept)
+    run_generation(SizedVLM(), items, other, batch_size=3, progress=False)
+    assert other.read_bytes() == full.read_bytes()
 
 
 # ------------------------------------------------------------------------------------- CLI generation paths
@@ -169,7 +284,8 @@ def test_pope_generation_then_scoring(fake, tmp_path):
                            "--output_json", str(out), "--batch_size", "3"]) == 0
     assert fake.seen == {"model": "llava", "path": "/models/llava", "ckpt": "ck.pth"}
     # the question text already ends with the suffix, so it is not appended twice
-    assert fake.calls[0][1][0] == "Is there a dog in the image?\nAnswer the question using a single word or phrase."
+    assert [p for c in fake.calls for p in c[1] if "dog" in p] == \
+        ["Is there a dog in the image?\nAnswer the question using a single word or phrase."]
     r = json.loads(out.read_text())
     # the fake says "Yes" only for the dog question (q1, label yes); "No" elsewhere
     assert (r["random"]["TP"], r["random"]["TN"], r["random"]["FN"]) == \
