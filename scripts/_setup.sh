@@ -1,5 +1,6 @@
-# Sourced by the README's commands: create .venv if missing and install the project (+dev extras) into it.
-# Re-installs only when pyproject.toml changed since the last install.
+# Sourced by the README's commands: create .venv if missing and install the project (+dev extras) into it, with
+# the versions pinned in constraints.txt (LETHE_CONSTRAINTS= installs the newest releases pyproject.toml allows).
+# Re-installs only when pyproject.toml or the constraints changed since the last install.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -9,10 +10,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 STAMP=.venv/.lethe-installed
-WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)${LETHE_EXTRAS:-dev}"
+CONSTRAINTS="${LETHE_CONSTRAINTS-constraints.txt}"
+pin=(); [ -n "$CONSTRAINTS" ] && pin=(-c "$CONSTRAINTS")
+WANT="$(cat pyproject.toml ${CONSTRAINTS:+"$CONSTRAINTS"} | sha256sum | cut -d' ' -f1)${LETHE_EXTRAS:-dev}"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "[setup] installing lethe[${LETHE_EXTRAS:-dev}] into .venv (first time: a few minutes)"
-  if ! .venv/bin/python -m pip install --quiet -e ".[${LETHE_EXTRAS:-dev}]" > .venv/pip-install.log 2>&1; then
+  if ! .venv/bin/python -m pip install --quiet "${pin[@]}" -e ".[${LETHE_EXTRAS:-dev}]" > .venv/pip-install.log 2>&1; then
     tail -n 30 .venv/pip-install.log
     echo "[setup] pip install failed; full log: .venv/pip-install.log" >&2
     exit 1
