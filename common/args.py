@@ -33,6 +33,9 @@ class ModelArguments:
     attn_implementation: Optional[str] = field(default=None, metadata={
         "help": "default: flash_attention_2 on CUDA when installed, else sdpa"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow a checkpoint's own code (off)"})
+    prompt_style: Optional[str] = field(default=None, metadata={
+        "help": "official (default: the original project's conversation, tokenized as its code does) or hf (the "
+                "processor's chat template, one tokenizer pass)", "choices": ["official", "hf"]})
 
     def load(self, **overrides: Any):
         """Load the model these arguments describe."""
@@ -40,6 +43,8 @@ class ModelArguments:
 
         kw = dict(dtype=self.dtype, device=self.device, attn_implementation=self.attn_implementation,
                   trust_remote_code=self.trust_remote_code)
+        if self.prompt_style is not None:
+            kw["prompt_style"] = self.prompt_style
         if self.model == "clip":
             kw = dict(dtype=self.dtype if self.dtype != "auto" else "float32", device=self.device)
         kw.update(overrides)

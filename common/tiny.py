@@ -1,9 +1,10 @@
 """Tiny random checkpoints of the real model classes, built fully offline.
 
 ``python -m common.tiny --family llava --out DIR [--seed 0]`` writes a directory that loads exactly like a real
-checkpoint (``load_model("llava", DIR)``): model weights (safetensors), config, a byte-level BPE tokenizer trained
-in-process on a small built-in corpus, an image processor and a processor with a chat template in the family's
-real format. Tests and benchmarks use these; nothing in the product knows they are tiny.
+checkpoint (``load_model("llava", DIR)``): model weights (safetensors), config, a tokenizer trained in-process on a
+small built-in corpus (byte-level BPE; a Llama-style SentencePiece model for the families converted from official
+layouts: minigpt4, owl, share4v), an image processor and a processor with a chat template in the family's real
+format. Tests and benchmarks use these; nothing in the product knows they are tiny.
 """
 from __future__ import annotations
 
@@ -129,7 +130,8 @@ def tiny_llava(hidden=64, layers=2, image_size=32, patch=8):
     return model, proc
 
 
-def tiny_llava_next(hidden=64, layers=2, image_size=32, patch=8):
+def tiny_llava_next(hidden=64, layers=2, image_size=32, patch=8, text_kind="mistral"):
+    """LLaVA-1.6 with a Mistral LLM (llava-v1.6-mistral); ``text_kind="llama"``: a Vicuna-like one."""
     from transformers import (LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessor,
                               LlavaNextProcessor)
 
@@ -137,7 +139,7 @@ def tiny_llava_next(hidden=64, layers=2, image_size=32, patch=8):
     pins = [[image_size, image_size], [image_size, 2 * image_size], [2 * image_size, image_size],
             [2 * image_size, 2 * image_size]]
     cfg = LlavaNextConfig(vision_config=dict(model_type="clip_vision_model", **_clip_vision(hidden, layers, image_size, patch)),
-                          text_config=_text_config(tok, hidden, layers, "mistral"),
+                          text_config=_text_config(tok, hidden, layers, text_kind),
                           image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN), image_grid_pinpoints=pins,
                           image_seq_length=(image_size // patch) ** 2, vision_feature_layer=-2,
                           vision_feature_select_strategy="default")
@@ -284,24 +286,57 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # MiniGPT-4, mPLUG-Owl, ShareGPT4V: tiny checkpoints in our layout and in the original projects' layouts.
-# The official layouts use the real key names and tensor roles at tiny sizes; the hf-layout tiny checkpoint of each
-# family is the converter's output for its official tiny checkpoint, so both describe the same weights.
+# The official layouts use the real key names and tensor roles at tiny sizes, and a Llama SentencePiece tokenizer
+# (tokenizer.model, no "legacy" key) as the original LLM dirs ship it, so loading them exercises the legacy flag and
+# the chunk-by-chunk tokenization of the official pipelines; the hf-layout tiny checkpoint of each family is the
+# converter's output for its official tiny checkpoint, so both describe the same weights and tokenizer.
+
+LLAMA_TOKENIZER_CONFIG = {  # a LLaMA-1 / Llama-2 era tokenizer_config.json: no "legacy" key (unset or nonexistent)
+    "add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+    "pad_token": None, "clean_up_tokenization_spaces": False, "model_max_length": 2048, "padding_side": "right",
+    "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer"}
+
+
+def llama_sentencepiece_model(vocab_size: int = 600, corpus: Iterable[str] | None = None) -> bytes:
+    """A SentencePiece BPE model trained in-process (deterministic) with the settings of Llama's tokenizer.model:
+    byte fallback, a dummy prefix ("▁" before the text), digits split, identity normalisation, whitespace kept,
+    <unk>=0, <s>=1, </s>=2, no pad piece."""
+    import io
+
+    import sentencepiece as spm
+
+    lines = list(corpus) if corpus is not None else _BASE_CORPUS.splitlines()
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf, model_type="bpe",
+                                   vocab_size=vocab_size, hard_vocab_limit=False, byte_fallback=True,
+                                   add_dummy_prefix=True, split_digits=True, remove_extra_whitespaces=False,
+                                   normalization_rule_name="identity", allow_whitespace_only_pieces=True,
+                                   unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1, minloglevel=2)
+    return buf.getvalue()
+
+
+def write_llama_tokenizer(out: Path, vocab_size: int = 600, model: bytes | None = None) -> None:
+    """The tokenizer files of an official LLaMA / Llama-2 / Vicuna dir: ``tokenizer.model`` (SentencePiece),
+    ``tokenizer_config.json`` without a ``legacy`` key, ``special_tokens_map.json``."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tokenizer.model").write_bytes(model if model is not None else llama_sentencepiece_model(vocab_size))
+    (out / "tokenizer_config.json").write_text(json.dumps(LLAMA_TOKENIZER_CONFIG, indent=2))
+    (out / "special_tokens_map.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>",
+                                                             "unk_token": "<unk>"}, indent=2))
+
 
 def llama_style_tokenizer(vocab_size: int = 600):
-    """A Llama-like tokenizer as the official LLMs ship it: <unk>=0, <s>=1, </s>=2, BOS prepended, no pad token,
-    no image token."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    """The official-layout Llama tokenizer (:func:`write_llama_tokenizer`) as the converters load it: a SentencePiece
+    Llama tokenizer with <unk>=0, <s>=1, </s>=2, BOS prepended, legacy, no pad token, no image token."""
+    import tempfile
 
-    tk = Tokenizer(models.BPE(unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tk.train_from_iterator(_BASE_CORPUS.splitlines(), trainer=trainer)
-    tk.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
-                                                      special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as d:
+        write_llama_tokenizer(Path(d), vocab_size)
+        return AutoTokenizer.from_pretrained(d, legacy=True)
 
 
 def _tiny_llama(hidden: int = 64, layers: int = 2):
@@ -351,7 +386,7 @@ def write_official_minigpt4(out: Path, width: int = 176, depth: int = 2, image_s
     torch.save({"model": {"llama_proj.weight": _rand(hidden, 4 * width, std=0.02), "llama_proj.bias": _rand(hidden)}},
                out / "pretrained_minigpt4.pth")
     llm.save_pretrained(out / "Llama-2-7b-chat-hf")
-    tok.save_pretrained(out / "Llama-2-7b-chat-hf")
+    write_llama_tokenizer(out / "Llama-2-7b-chat-hf", len(tok))
 
 
 def _owl_official_config(text: dict) -> dict:
@@ -391,7 +426,7 @@ def write_official_owl(out: Path) -> None:
     state.update(_rotary_buffers(text["num_hidden_layers"], text["hidden_size"], prefix="language_model.model."))
     torch.save(state, out / "pytorch_model.bin")
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
-    tok.save_pretrained(out)
+    write_llama_tokenizer(out, len(tok))
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(out)
 
 
@@ -427,7 +462,7 @@ def _write_official_llava(out: Path, model_type: str, tower_id: str) -> None:
                 "mm_use_im_patch_token": False, "tune_mm_mlp_adapter": False, "freeze_mm_mlp_adapter": False,
                 "use_mm_proj": True, "torch_dtype": "float32"})
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
-    tok.save_pretrained(out)
+    write_llama_tokenizer(out, len(tok))
 
 
 def write_official_share4v(out: Path) -> None:

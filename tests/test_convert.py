@@ -2,6 +2,7 @@
 directly), EFUF ``.pth`` → clean trainable safetensors, and one clear error for every bad input."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -51,6 +52,8 @@ def test_converted_dir_gives_the_logits_of_the_official_layout(official, images,
     direct = load_model(family, str(src), dtype="float32", device="cpu")
     converted = load_model(family, str(tmp_path / "conv"), dtype="float32", device="cpu")
     assert direct.chat_prompt("x") == converted.chat_prompt("x")
+    # the official Llama tokenizer's legacy flag (unset there: True) is written with the converted dir
+    assert json.loads((tmp_path / "conv" / "tokenizer_config.json").read_text())["legacy"] is True
     a, b = _logits(direct, images), _logits(converted, images)
     assert a.shape == b.shape and (a - b).abs().max().item() < 1e-5
 

@@ -114,6 +114,22 @@ def test_saved_method_checkpoint_reloads_to_identical_outputs(tiny_dir, images, 
     assert again.generate(images, PROMPTS, max_new_tokens=8) == want_text
 
 
+@pytest.mark.parametrize("family", ["llava", "llava_next", "minigpt4"])
+def test_hf_prompt_style_keeps_labels_and_batched_generation(tiny_dir, images, family):
+    """prompt_style="hf" (the processor's chat template, one tokenizer pass) keeps the forward-map and generation
+    guarantees of the default official style."""
+    vlm = _load(tiny_dir, family, prompt_style="hf")
+    samples = _samples(images)
+    batch = vlm.build_batch(samples)
+    tok = vlm.tokenizer
+    for i, s in enumerate(samples):
+        got = batch.labels[i][batch.labels[i] != IGNORE_INDEX].tolist()
+        assert (got[-1] == tok.eos_token_id) == s.add_eos
+        assert tok.decode(got[:-1] if s.add_eos else got).strip() == s.target.strip()
+    batched = vlm.generate(images, PROMPTS, max_new_tokens=8, batch_size=4)
+    assert batched == [vlm.generate([im], [p], max_new_tokens=8)[0] for im, p in zip(images, PROMPTS)]
+
+
 def test_lora_checkpoint_reapplies_the_adapter(tiny_dir, images, tmp_path):
     vlm = _load(tiny_dir, "llava")
     vlm.set_trainable("lora", lora_r=4)

@@ -151,26 +151,57 @@ def save_model_dir(out: str | Path, state: dict[str, torch.Tensor], max_shard_si
     save_torch_state_dict({k: v.contiguous() for k, v in state.items()}, str(out), max_shard_size=max_shard_size)
 
 
+LLAMA_TOKENIZER_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast", "MplugOwlTokenizer")
+
+
+def official_legacy(model_dir: str | Path) -> bool | None:
+    """The ``legacy`` flag the official pipeline's Llama tokenizer ran with: the value its tokenizer_config.json
+    states, else True (None: not a Llama SentencePiece tokenizer).
+
+    The original LLaMA-1 / Llama-2 era tokenizers were legacy: transformers ≤ 4.30 (MiniGPT-4: 4.30, mPLUG-Owl:
+    4.28.1) had no flag and behaved so, 4.31 – 4.x (LLaVA, EFUF: 4.31) defaulted an unset flag to True. transformers 5
+    defaults it to False, which drops the "▁" that SentencePiece puts before the text after a special token.
+    """
+    import json
+
+    model_dir = Path(model_dir)
+    try:
+        cfg = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cfg = {}
+    if not isinstance(cfg, dict):
+        cfg = {}
+    if cfg.get("tokenizer_class") not in LLAMA_TOKENIZER_CLASSES and not (model_dir / "tokenizer.model").is_file():
+        return None
+    legacy = cfg.get("legacy")
+    return True if legacy is None else bool(legacy)
+
+
 def load_llm_tokenizer(model_dir: str | Path, image_token: str, pad: str = "unk"):
     """The LLM's (fast) tokenizer with the image placeholder added as a special token.
 
     ``pad``: ``"unk"`` reuses the unknown token when the tokenizer has no pad token (mPLUG-Owl's tokenizer does this;
     it keeps every id inside the LLM's vocabulary), ``"<pad>"`` adds a new ``<pad>`` token (llava-hf's choice).
-    The tokenizer must prepend BOS, as the official pipelines all do.
+    The tokenizer must prepend BOS, as the official pipelines all do. A Llama SentencePiece tokenizer gets the
+    ``legacy`` flag the official pipeline ran with (:func:`official_legacy`); it is saved with a converted dir.
     """
     from tokenizers import AddedToken
     from transformers import AutoTokenizer
 
     from transformers.utils import logging as hf_logging
 
+    legacy = official_legacy(model_dir)
+    kw = {} if legacy is None else {"legacy": legacy}
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # AutoTokenizer warns about the (unknown) original model_type in config.json
     try:
-        tok = AutoTokenizer.from_pretrained(str(model_dir))
+        tok = AutoTokenizer.from_pretrained(str(model_dir), **kw)
     except Exception as e:  # noqa: BLE001 - tokenizer loading raises many types (OSError, ValueError, ImportError)
         raise LetheError(f"{model_dir}: cannot load the tokenizer ({str(e).splitlines()[0]})") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+    if legacy is not None:
+        tok.init_kwargs["legacy"] = legacy  # transformers 5 does not keep it: saved, a converted dir reloads alike
     if image_token not in tok.get_vocab():
         tok.add_tokens([AddedToken(image_token, special=True, normalized=False)], special_tokens=True)
     if tok.pad_token is None:

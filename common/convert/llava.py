@@ -22,9 +22,9 @@ import torch
 from common.convert.core import (ROTARY_BUFFER, Converter, check_complete, llama_text_config, load_llm_tokenizer,
                                  meta_shapes, read_model_dir)
 from common.errors import LetheError
+from common.models.llava import VICUNA_V1_SYSTEM
 
-SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
-          "detailed, and polite answers to the user's questions.")
+SYSTEM = VICUNA_V1_SYSTEM
 # vicuna_v1 (LLaVA-1.5, ShareGPT4V evals, EFUF): "{system} USER: <image>\n{prompt} ASSISTANT: {answer}</s>"
 VICUNA_V1_CHAT_TEMPLATE = (
     "{{ '" + SYSTEM.replace("'", "\\'") + " ' }}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from common.errors import LetheError
-from common.models.base import IGNORE_INDEX, SCOPES, Batch, Sample, VisionLanguageModel
+from common.models.base import IGNORE_INDEX, PROMPT_STYLES, SCOPES, Batch, Sample, VisionLanguageModel
 from common.models.blip2 import Blip2VLM, InstructBlipVLM
 from common.models.clip import ClipModel
 from common.models.llava import LlavaNextVLM, LlavaVLM
@@ -40,7 +40,8 @@ def load_model(family: str, path: str, ckpt_load_path: str | None = None, lora_p
     """Load ``family`` from ``path`` (hub id or dir); optionally a method checkpoint and/or a LoRA adapter.
 
     kwargs: ``dtype`` ("auto", "float32", "bfloat16", ...), ``device``, ``device_map``, ``attn_implementation``,
-    ``trust_remote_code`` (off unless asked), ``backend`` for clip.
+    ``trust_remote_code`` (off unless asked), ``prompt_style`` ("official", the default: the original project's
+    conversation and tokenization; "hf": the processor's chat template in one tokenizer pass), ``backend`` for clip.
     """
     cls = family_class(family)
     model = cls.from_pretrained(path, **kwargs)
@@ -56,8 +57,8 @@ def load_model(family: str, path: str, ckpt_load_path: str | None = None, lora_p
     return model
 
 
-__all__ = ["FAMILIES", "IGNORE_INDEX", "SCOPES", "Batch", "ClipModel", "Sample", "VisionLanguageModel",
-           "family_class", "load_model", "register_family"]
+__all__ = ["FAMILIES", "IGNORE_INDEX", "PROMPT_STYLES", "SCOPES", "Batch", "ClipModel", "Sample",
+           "VisionLanguageModel", "family_class", "load_model", "register_family"]
 
 # Families transformers lacks (written natively) and ShareGPT4V (HF Llava, converted from its original layout).
 from common.models.minigpt4 import MiniGPT4VLM  # noqa: E402

@@ -20,6 +20,9 @@ from common.errors import LetheError
 
 IGNORE_INDEX = -100
 SCOPES = ("projector", "lora", "llm", "full", "vision_layers")
+#: "official": the original project's conversation, tokenized as its pipeline does; "hf": the processor's chat
+#: template (the family's plain format without one), tokenized in one pass by the processor
+PROMPT_STYLES = ("official", "hf")
 
 
 @dataclass
@@ -52,6 +55,13 @@ class Batch:
     def to(self, device) -> "Batch":
         return Batch({k: v.to(device) if torch.is_tensor(v) else v for k, v in self.inputs.items()},
                      self.labels.to(device), self.weights.to(device), self.texts)
+
+
+def check_prompt_style(style: str | None) -> str | None:
+    """``style`` if it is one of :data:`PROMPT_STYLES` (or None: the family's default), else a LetheError."""
+    if style is not None and style not in PROMPT_STYLES:
+        raise LetheError(f"unknown prompt style {style!r}; valid: {', '.join(PROMPT_STYLES)}")
+    return style
 
 
 def resolve_attn_implementation(requested: str | None = None) -> str:
@@ -110,16 +120,33 @@ class VisionLanguageModel:
     connector_extra_paths: tuple[str, ...] = ()
     #: used when the processor has no chat template; ``{prompt}`` is the user text
     prompt_format: str = "USER: <image>\n{prompt} ASSISTANT:"
+    #: the original project's prompt (``prompt_style="official"``); None: the same as ``"hf"``
+    official_prompt_format: str | None = None
+    #: the original pipeline tokenizes the text chunk by chunk around the image placeholders (BOS on the first chunk
+    #: only), not in one pass: LLaVA's ``tokenizer_image_token``, MiniGPT-4's ``get_context_emb``, mPLUG-Owl's
+    #: processor. With a SentencePiece (Llama) tokenizer the token after a placeholder differs between the two.
+    official_segmentwise: bool = False
+    default_prompt_style: str = "official"
     lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
 
-    def __init__(self, model, processor, path: str | None = None):
+    def __init__(self, model, processor, path: str | None = None, prompt_style: str | None = None):
         self.model = model
         self.processor = processor
         self.path = path
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.scope: str | None = None
         self.lora_config: dict | None = None
+        self.prompt_style = prompt_style  # type: ignore[assignment]  # None: the family's default
         self._fix_processor()
+
+    @property
+    def prompt_style(self) -> str:
+        """``"official"`` (default) or ``"hf"``; see :data:`PROMPT_STYLES`. Settable after loading."""
+        return self._prompt_style
+
+    @prompt_style.setter
+    def prompt_style(self, style: str | None) -> None:
+        self._prompt_style = check_prompt_style(style) or self.default_prompt_style
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -131,9 +158,11 @@ class VisionLanguageModel:
     @classmethod
     def from_pretrained(cls, path: str, dtype: str | torch.dtype | None = "auto", device: str | None = "auto",
                         device_map: str | dict | None = None, attn_implementation: str | None = None,
-                        trust_remote_code: bool = False, **kwargs) -> "VisionLanguageModel":
+                        trust_remote_code: bool = False, prompt_style: str | None = None,
+                        **kwargs) -> "VisionLanguageModel":
         from transformers import AutoProcessor
 
+        check_prompt_style(prompt_style)
         if not path:
             raise LetheError(f"--{cls.family}_path is required (a Hugging Face id or a local checkpoint dir)")
         p = Path(path)
@@ -157,7 +186,7 @@ class VisionLanguageModel:
         if device_map is None:
             model.to(resolve_device(device))
         model.eval()
-        return cls(model, processor, path=path)
+        return cls(model, processor, path=path, prompt_style=prompt_style)
 
     def _fix_processor(self) -> None:
         """Hook for processor quirks after loading (see BLIP-2)."""
@@ -238,13 +267,24 @@ class VisionLanguageModel:
 
     # ------------------------------------------------------------------ prompting
     def chat_prompt(self, prompt: str, with_image: bool = True) -> str:
-        """The full model input text for one user turn, ending where the assistant's answer starts."""
+        """The full model input text for one user turn, ending where the assistant's answer starts.
+
+        ``prompt_style="official"``: the original project's conversation (``official_prompt_format``);
+        ``"hf"`` (or a family without an official format): the processor's chat template, else ``prompt_format``.
+        """
+        official = self.official_prompt_format if self.prompt_style == "official" else None
+        if official is not None:
+            return self._fill(official, prompt, with_image)
         template = getattr(self.processor, "chat_template", None)
         if template:
             content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": prompt}]
             return self.processor.apply_chat_template([{"role": "user", "content": content}],
                                                       add_generation_prompt=True, tokenize=False)
-        text = self.prompt_format.format(prompt=prompt)
+        return self._fill(self.prompt_format, prompt, with_image)
+
+    @staticmethod
+    def _fill(template: str, prompt: str, with_image: bool) -> str:
+        text = template.replace("{prompt}", prompt)
         return text if with_image else text.replace("<image>\n", "").replace("<image>", "")
 
     @property
@@ -253,12 +293,169 @@ class VisionLanguageModel:
         probe = self.chat_prompt("x")
         return "" if probe[-1:].isspace() else " "
 
+    # ------------------------------------------------------------------ tokenization
+    @property
+    def segmentwise(self) -> bool:
+        """Whether texts are tokenized chunk by chunk around the image placeholders (the official pipelines)."""
+        return self.prompt_style == "official" and self.official_segmentwise
+
+    @property
+    def image_placeholder(self) -> str:
+        """The image placeholder in the prompt text (``<image>``, MiniGPT-4's ``<ImageHere>``)."""
+        tok = getattr(self.processor, "image_token", None) or "<image>"
+        return getattr(tok, "content", None) or str(tok)
+
+    def _chunk_pattern(self, training: bool) -> str:
+        """Regex of the delimiters the official pipeline cuts the text at (each kept as a chunk of its own).
+
+        ``training`` is true for the forward map (prompt + answer), false for generation prompts."""
+        return re.escape(self.image_placeholder)
+
+    @property
+    def _metaspace_skips_prefix(self) -> bool:
+        """Whether the tokenizer adds SentencePiece's dummy "▁" to "a" but not to " a" (transformers 5's Llama
+        tokenizer: its Metaspace pre-tokenizer prepends only to text not already starting with "▁")."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return False
+
+        def pre(text: str) -> str:
+            if backend.normalizer is not None:
+                text = backend.normalizer.normalize_str(text)
+            if backend.pre_tokenizer is not None:
+                text = "".join(piece for piece, _ in backend.pre_tokenizer.pre_tokenize_str(text))
+            return text
+
+        return pre("a") == "\u2581a" and pre(" a") == "\u2581a"
+
+    def encode_texts(self, texts: Sequence[str], training: bool = False) -> tuple[list[list[int]],
+                                                                                    list[list[tuple[int, int]]]]:
+        """Token ids and character offsets of each text as this family's pipeline tokenizes it, every image
+        placeholder being one image token (the processor expands it to the image's tokens).
+
+        One tokenizer pass, or (``segmentwise``) the official chunk-by-chunk algorithm: the text is cut at the
+        delimiters of :meth:`_chunk_pattern`; the first chunk is tokenized with the special tokens (BOS), every
+        other text chunk without; placeholders become the image token. Both ways use one batched tokenizer call
+        (two with chunks) whatever the number of texts.
+        """
+        texts = list(texts)
+        if not self.segmentwise:
+            enc = self.tokenizer(texts, return_offsets_mapping=True)
+            return [list(x) for x in enc["input_ids"]], [[tuple(o) for o in x] for x in enc["offset_mapping"]]
+        placeholder = self.image_placeholder
+        img_id = self.tokenizer.convert_tokens_to_ids(placeholder)
+        pattern = re.compile(f"({self._chunk_pattern(training)})")
+        plans: list[list[tuple[str, int, int]]] = []  # per text: ("first"|"text"|"image", start, end)
+        firsts: list[str] = []
+        rest: list[str] = []
+        for text in texts:
+            plan, pos = [], 0
+            pieces = pattern.split(text)
+            for k, piece in enumerate(pieces):
+                start, pos = pos, pos + len(piece)
+                if k == 0:
+                    plan.append(("first", start, pos))
+                    firsts.append(piece)
+                elif piece == placeholder and k % 2 == 1:
+                    plan.append(("image", start, pos))
+                elif piece:
+                    plan.append(("text", start, pos))
+                    rest.append(piece)
+            plans.append(plan)
+        # SentencePiece (the official slow tokenizers) puts its dummy "▁" before every chunk; transformers 5's
+        # Metaspace pre-tokenizer skips it before a leading space: give such a chunk the space it would add
+        skips = self._metaspace_skips_prefix
+        lead = [" " if skips and c[:1] == " " else "" for c in firsts + rest]
+        first_enc = self.tokenizer([x + c for x, c in zip(lead, firsts)], return_offsets_mapping=True)
+        rest_enc = self.tokenizer([x + c for x, c in zip(lead[len(firsts):], rest)], add_special_tokens=False,
+                                  return_offsets_mapping=True) if rest else None
+        all_ids, all_offsets = [], []
+        n_rest = 0
+        for i, plan in enumerate(plans):
+            ids: list[int] = []
+            offsets: list[tuple[int, int]] = []
+            for kind, start, end in plan:
+                if kind == "image":
+                    ids.append(img_id)
+                    offsets.append((start, end))
+                    continue
+                if kind == "first":
+                    chunk_ids, chunk_off = first_enc["input_ids"][i], first_enc["offset_mapping"][i]
+                    shift = len(lead[i])
+                else:
+                    chunk_ids, chunk_off = rest_enc["input_ids"][n_rest], rest_enc["offset_mapping"][n_rest]
+                    shift = len(lead[len(firsts) + n_rest])
+                    n_rest += 1
+                ids.extend(chunk_ids)
+                if shift:  # the added space's "▁" gets the span of the chunk's own first space
+                    chunk_off = [(max(a - 1, 0), max(b - 1, 1)) if b > a else (a, b) for a, b in chunk_off]
+                # the first chunk starts at 0 (its BOS keeps the empty (0, 0) span of a special token)
+                offsets.extend((a + start, b + start) for a, b in chunk_off)
+            all_ids.append(ids)
+            all_offsets.append(offsets)
+        return all_ids, all_offsets
+
+    def _segmentwise_inputs(self, inputs: dict[str, Any], texts: list[str], training: bool,
+                            encoded: list[list[int]] | None = None) -> dict[str, Any]:
+        """Replace the processor's one-pass ``input_ids`` by the official chunk-by-chunk ids (``encoded``: those of
+        :meth:`encode_texts`, if already made), keeping the processor's expansion of each image placeholder (its
+        run of image tokens) and its image tensors."""
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        img_id = self.image_token_id
+        if img_id is None:
+            raise LetheError(f"{self.family}: no image token id in the model config; cannot tokenize by segments")
+        seqs = encoded if encoded is not None else self.encode_texts(texts, training=training)[0]
+        rows: list[list[int]] = []
+        for i, seq in enumerate(seqs):
+            runs: list[int] = []
+            prev = None
+            for t in ids[i][mask[i].bool()].tolist():
+                if t == img_id:
+                    if prev == img_id:
+                        runs[-1] += 1
+                    else:
+                        runs.append(1)
+                prev = t
+            if len(runs) != seq.count(img_id):
+                raise LetheError(f"{self.family}: sample {i} has {seq.count(img_id)} image placeholders but the "
+                                 f"processor made {len(runs)} runs of image tokens (adjacent placeholders?)")
+            row, k = [], 0
+            for t in seq:
+                if t == img_id:
+                    row.extend([img_id] * runs[k])
+                    k += 1
+                else:
+                    row.append(t)
+            rows.append(row)
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        left = self.tokenizer.padding_side == "left"
+        new_ids = torch.full((len(rows), width), pad, dtype=ids.dtype)
+        new_mask = torch.zeros((len(rows), width), dtype=mask.dtype)
+        for i, r in enumerate(rows):
+            sl = slice(width - len(r), width) if left else slice(0, len(r))
+            new_ids[i, sl] = torch.tensor(r, dtype=ids.dtype)
+            new_mask[i, sl] = 1
+        per_token = [k for k, v in inputs.items() if torch.is_tensor(v) and v.shape == ids.shape
+                     and k not in ("input_ids", "attention_mask")]
+        if per_token:
+            raise LetheError(f"{self.family}: the processor returns per-token {', '.join(per_token)}; segment-wise "
+                             "tokenization cannot rebuild them (use prompt_style='hf')")
+        inputs["input_ids"], inputs["attention_mask"] = new_ids, new_mask
+        return inputs
+
     # ------------------------------------------------------------------ forward map
-    def _processor_call(self, images: list | None, texts: list[str], prompts: list[str]) -> dict[str, torch.Tensor]:
+    def _processor_call(self, images: list | None, texts: list[str], prompts: list[str], training: bool = False,
+                        encoded: list[list[int]] | None = None) -> dict[str, torch.Tensor]:
+        """Model inputs of ``texts`` (+ images): the processor's, with the official ids where ``segmentwise``
+        (``encoded``: the ids of :meth:`encode_texts` when the caller has them)."""
         kw: dict[str, Any] = dict(text=texts, padding=True, return_tensors="pt")
         if images is not None:
             kw["images"] = images
-        return dict(self.processor(**kw))
+        inputs = dict(self.processor(**kw))
+        if self.segmentwise:
+            inputs = self._segmentwise_inputs(inputs, list(texts), training, encoded)
+        return inputs
 
     @staticmethod
     def _images(samples_images: Sequence[Any]) -> list | None:
@@ -273,8 +470,9 @@ class VisionLanguageModel:
     def build_batch(self, samples: Sequence[Sample], padding_side: str = "right") -> Batch:
         """Samples → one padded batch with labels on the target only and per-token weights.
 
-        The processor builds the model inputs (it expands image placeholders); labels and weights come from a
-        tokenization of the same text with character offsets, aligned on the tokens after the last image token.
+        The processor builds the model inputs (it expands image placeholders; the ids are the official pipeline's
+        where ``segmentwise``); labels and weights come from :meth:`encode_texts` of the same text (character
+        offsets), aligned on the tokens after the last image token.
         """
         if not samples:
             raise LetheError("build_batch got no samples")
@@ -288,19 +486,19 @@ class VisionLanguageModel:
             prompts.append(prompt_text)
             starts.append(len(head))
         images = self._images([s.image for s in samples])
+        all_ids, all_offsets = self.encode_texts(texts, training=True)  # batched (fast tokenizer, no padding)
         old_side = self.tokenizer.padding_side
         self.tokenizer.padding_side = padding_side
         try:
-            inputs = self._processor_call(images, texts, prompts)
+            inputs = self._processor_call(images, texts, prompts, training=True, encoded=all_ids)
         finally:
             self.tokenizer.padding_side = old_side
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         labels = torch.full_like(ids, IGNORE_INDEX)
         weights = torch.zeros(ids.shape, dtype=torch.float32)
         img_id = self.image_token_id
-        enc = self.tokenizer(texts, return_offsets_mapping=True)  # one batched call (fast tokenizer, no padding)
         for i, (s, text, start) in enumerate(zip(samples, texts, starts)):
-            my_ids, offsets = enc["input_ids"][i], enc["offset_mapping"][i]
+            my_ids, offsets = all_ids[i], all_offsets[i]
             last_img = max((j for j, t in enumerate(my_ids) if t == img_id), default=-1)
             tail_ids, tail_off = my_ids[last_img + 1:], offsets[last_img + 1:]
             valid = mask[i].nonzero().flatten()
@@ -309,8 +507,13 @@ class VisionLanguageModel:
                 raise LetheError(f"{self.family}: processor and tokenizer disagree on sample {i}; "
                                  "cannot place labels (is the image placeholder in the template?)")
             end = len(text)
+            answer_sep = start - len(sep) if not s.context else start  # where the separator before the answer is
             for p, tid, (a, b) in zip(pos.tolist(), tail_ids, tail_off):
-                if b <= start or a >= end or (a == b == 0 and tid != self.tokenizer.eos_token_id):
+                # SentencePiece leaves the separator's "▁" a token of its own before e.g. a digit ("ASSISTANT:",
+                # "▁", "2"); the official pipelines label it with the answer (LLaVA's preprocess_v1 masks the
+                # instruction up to the colon, EFUF/MiniGPT-4/mPLUG-Owl tokenize the answer with its dummy prefix)
+                sep_token = answer_sep <= a < b == start and text[a:b].isspace()
+                if not sep_token and (b <= start or a >= end or (a == b == 0 and tid != self.tokenizer.eos_token_id)):
                     continue  # prompt / context token, or a special token with no characters
                 labels[i, p] = tid
                 w = s.default_weight

@@ -15,6 +15,7 @@ class Blip2VLM(VisionLanguageModel):
     connector_extra_paths = ("qformer", "query_tokens")
     llm_paths = ("language_model",)
     # The processor prepends the query-token placeholders itself: the text carries no <image>.
+    # The BLIP-2 paper's zero-shot VQA prompt for the OPT models (FlanT5: "... Short answer:"); both prompt styles.
     prompt_format = "Question: {prompt} Answer:"
     lora_target_modules = ("q_proj", "k_proj", "v_proj", "out_proj", "o_proj")
 
@@ -35,7 +36,7 @@ class Blip2VLM(VisionLanguageModel):
 
 class InstructBlipVLM(Blip2VLM):
     family = "instructblip"
-    prompt_format = "{prompt}"
+    prompt_format = "{prompt}"  # LAVIS InstructBLIP: the instruction as is
 
     @classmethod
     def model_class(cls):
@@ -43,9 +44,9 @@ class InstructBlipVLM(Blip2VLM):
 
         return InstructBlipForConditionalGeneration
 
-    def _processor_call(self, images, texts, prompts) -> dict[str, torch.Tensor]:
+    def _processor_call(self, images, texts, prompts, training: bool = False, encoded=None) -> dict[str, torch.Tensor]:
         """The Q-Former sees the instruction only, never the answer being trained on."""
-        inputs = super()._processor_call(images, texts, prompts)
+        inputs = super()._processor_call(images, texts, prompts, training=training, encoded=encoded)
         q: Any = self.processor.qformer_tokenizer(list(prompts), padding=True, return_tensors="pt")
         inputs["qformer_input_ids"], inputs["qformer_attention_mask"] = q["input_ids"], q["attention_mask"]
         return inputs

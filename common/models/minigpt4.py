@@ -79,9 +79,15 @@ register_auto(MiniGPT4Config, MiniGPT4ForConditionalGeneration, MiniGPT4Processo
 
 
 class MiniGPT4VLM(NativeVLM):
+    """Tokenized as ``MiniGPT4.get_context_emb`` (minigpt_base.py): the prompt split at ``<ImageHere>``, each
+    segment tokenized on its own, BOS on the first only. (Its training tokenizes the answer separately too; the
+    forward map keeps the answer with the text after the image, which gives the same tokens for an answer after
+    ``[/INST] ``.)"""
+
     family = "minigpt4"
     projector_paths = ("llama_proj",)
     prompt_format = PROMPT_FORMAT
+    official_prompt_format = PROMPT_FORMAT
     converter_module = "common.convert.minigpt4"
 
     @classmethod

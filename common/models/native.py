@@ -19,8 +19,8 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.processing_utils import ProcessorMixin
 
 from common.errors import LetheError
-from common.models.base import (VisionLanguageModel, resolve_attn_implementation, resolve_device,
-                                resolve_dtype)
+from common.models.base import (VisionLanguageModel, check_prompt_style, resolve_attn_implementation,
+                                resolve_device, resolve_dtype)
 
 
 class LayerNormFp32(nn.LayerNorm):
@@ -169,10 +169,15 @@ def instantiate(model_cls, config, state_dict: dict[str, torch.Tensor], dtype="a
 
 
 class NativeVLM(VisionLanguageModel):
-    """Adapter base of the native families: the generic machinery plus loading of the official layouts."""
+    """Adapter base of the native families: the generic machinery plus loading of the official layouts.
+
+    Their prompt is the official one in both prompt styles (there is no Hugging Face pipeline to follow);
+    ``prompt_style="official"`` (default) tokenizes it chunk by chunk as the official code does, ``"hf"`` in one
+    processor pass."""
 
     vision_paths = ("vision_model",)
     llm_paths = ("language_model",)
+    official_segmentwise = True
     #: module with ``is_official_layout(path)`` and ``convert_official(path, **kw)`` for the original checkpoints
     converter_module: str | None = None
 
@@ -199,12 +204,13 @@ class NativeVLM(VisionLanguageModel):
     @classmethod
     def from_pretrained(cls, path: str, dtype="auto", device="auto", device_map=None,
                         attn_implementation: str | None = None, trust_remote_code: bool = False,
-                        **kwargs) -> "NativeVLM":
+                        prompt_style: str | None = None, **kwargs) -> "NativeVLM":
+        check_prompt_style(prompt_style)
         if path and cls.is_official_layout(path):
             config, state, processor = cls.load_official(path, **kwargs)
             model = instantiate(cls.model_class(), config, state, dtype=dtype, device=device,
                                 device_map=device_map, attn_implementation=attn_implementation)
-            return cls(model, processor, path=path)
+            return cls(model, processor, path=path, prompt_style=prompt_style)
         return super().from_pretrained(path, dtype=dtype, device=device, device_map=device_map,
                                        attn_implementation=attn_implementation,
-                                       trust_remote_code=trust_remote_code, **kwargs)
+                                       trust_remote_code=trust_remote_code, prompt_style=prompt_style, **kwargs)

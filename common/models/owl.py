@@ -13,6 +13,7 @@ config's ``layer_norm_eps``; all these norms run in float32.
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import nn
@@ -27,6 +28,8 @@ IMAGE_PLACEHOLDER = "<image>"
 SYSTEM = ("The following is a conversation between a curious human and AI assistant. The assistant gives helpful, "
           "detailed, and polite answers to the user's questions.")
 PROMPT_FORMAT = SYSTEM + "\nHuman: <image>\nHuman: {prompt}\nAI: "
+# mPLUG-Owl's training data code cuts the conversation at these (and at the media tokens)
+TRAINING_DELIMITERS = ("AI: ", "\nHuman: ")
 
 
 class OwlVisionConfig(PreTrainedConfig):
@@ -292,15 +295,27 @@ register_auto(OwlConfig, OwlForConditionalGeneration, OwlProcessor)
 
 
 class OwlVLM(NativeVLM):
+    """Tokenized as mPLUG-Owl's code does: generation prompts as ``MplugOwlProcessor`` (``_tokenize_prompt``: BOS,
+    then the text split at ``<image>``, each chunk tokenized on its own); training texts as its instruction-tuning
+    data code (``xgpt3_dataset._extract_text_token_from_conversation``, which EFUF's ``OWl.preprocess_text``
+    follows): also cut at ``"AI: "`` and ``"\\nHuman: "``, the answer after ``"AI: "`` a chunk of its own."""
+
     family = "owl"
     projector_paths = ("abstractor",)
     connector_extra_paths = ("query_tokens",)
     prompt_format = PROMPT_FORMAT
+    official_prompt_format = PROMPT_FORMAT
     converter_module = "common.convert.owl"
 
     @classmethod
     def model_class(cls):
         return OwlForConditionalGeneration
+
+    def _chunk_pattern(self, training: bool) -> str:
+        pattern = super()._chunk_pattern(training)
+        if training:
+            pattern += "|" + "|".join(re.escape(d) for d in TRAINING_DELIMITERS)
+        return pattern
 
     def chat_prompt(self, prompt: str, with_image: bool = True) -> str:
         if with_image:

@@ -7,13 +7,15 @@ dir once. ``vision_tower=DIR`` overrides where the CLIP tower is found.
 """
 from __future__ import annotations
 
-from common.models.llava import LlavaVLM
+from common.models.llava import VICUNA_V1_PROMPT, LlavaVLM
 
 
 class Share4VVLM(LlavaVLM):
+    """Prompted with LLaVA's ``vicuna_v1`` conversation (ShareGPT4V's evaluation and EFUF), tokenized by ShareGPT4V's
+    ``tokenizer_image_token`` (the same algorithm as LLaVA's)."""
+
     family = "share4v"
-    prompt_format = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
-                     "helpful, detailed, and polite answers to the user's questions. USER: <image>\n{prompt} ASSISTANT:")
+    prompt_format = VICUNA_V1_PROMPT  # also without a chat template (a converted dir has it as its template)
 
     def _fix_processor(self) -> None:
         from common.models.native import use_pil_image_processor
@@ -23,16 +25,19 @@ class Share4VVLM(LlavaVLM):
     @classmethod
     def from_pretrained(cls, path: str, dtype="auto", device="auto", device_map=None,
                         attn_implementation: str | None = None, trust_remote_code: bool = False,
-                        vision_tower: str | None = None, **kwargs) -> "Share4VVLM":
+                        vision_tower: str | None = None, prompt_style: str | None = None,
+                        **kwargs) -> "Share4VVLM":
         from common.convert.llava import convert_original, is_original_layout
+        from common.models.base import check_prompt_style
 
+        check_prompt_style(prompt_style)
         if path and is_original_layout(path):
             from common.models.native import instantiate
 
             config, state, processor, _ = convert_original(path, vision_tower=vision_tower)
             model = instantiate(cls.model_class(), config, state, dtype=dtype, device=device, device_map=device_map,
                                 attn_implementation=attn_implementation)
-            return cls(model, processor, path=path)
+            return cls(model, processor, path=path, prompt_style=prompt_style)
         return super().from_pretrained(path, dtype=dtype, device=device, device_map=device_map,
                                        attn_implementation=attn_implementation, trust_remote_code=trust_remote_code,
-                                       **kwargs)
+                                       prompt_style=prompt_style, **kwargs)
