@@ -17,15 +17,18 @@ PathLike = str | os.PathLike
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path`` (os.replace).
 
-    A crash leaves the old file (or none) in place, never a half-written one.
+    A crash leaves the old file (or none) in place, never a half-written one. The file ends with ordinary
+    permissions (0666 minus the umask, as ``open()`` gives), whatever mode the writer left on the temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the permissions open() would
     try:
         yield Path(tmp)
+        # mkstemp makes 0600, and some writers (safetensors' save_file) replace the file with their own 0600 one:
+        # give the result the permissions open() would, after the writer is done
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

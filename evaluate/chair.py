@@ -134,7 +134,8 @@ def image_id_from_name(name: str) -> int | None:
 
 def read_captions(path: PathLike) -> list[Caption]:
     """Captions from jsonl ``{"image_id", "image", "caption"}`` (``.json``: a list of such objects;
-    ``.txt``: EFUF's ``image ### caption`` lines). A missing image_id is parsed from the image name."""
+    ``.txt``: EFUF's ``image ### caption`` lines). A missing image_id is parsed from the image name.
+    A file without any caption is refused (its CHAIR would be a perfect-looking 0.0)."""
     path = Path(path)
     if path.suffix == ".txt":
         if not path.is_file():
@@ -168,6 +169,8 @@ def read_captions(path: PathLike) -> list[Caption]:
         except (TypeError, ValueError):
             raise LetheError(f"{path}:{lineno}: image_id {imid!r} is not an integer") from None
         out.append(Caption(imid, row["caption"], str(row.get("image", ""))))
+    if not out:  # CHAIR of nothing would print 0.0, a perfect score
+        raise LetheError(f"{path}: no captions (an empty file: was generation interrupted before its first batch?)")
     return out
 
 
@@ -178,7 +181,9 @@ def _ratio(a: float, b: float) -> float:
 
 def compute_chair(captions: Sequence[Caption], extractor: ObjectExtractor, gt_objects: Mapping[int, set[str]],
                   dedup_per_caption: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Overall metrics and one detail record per caption."""
+    """Overall metrics and one detail record per caption. No captions is an error, not a perfect 0.0."""
+    if not captions:
+        raise LetheError("no captions to score")
     n_hal_caps = n_hal = n_mentions = n_gt = n_recalled = n_tokens = 0
     details = []
     empty: set[str] = set()

@@ -6,6 +6,7 @@ Captions: jsonl ``{"image_id", "image", "caption"}`` (``.txt`` EFUF ``image ### 
 Writes the metrics to ``--output_json`` and one line per caption to ``<output stem>_details.jsonl`` beside it.
 ``--chair_variant canonical`` (default) is Rohrbach et al.'s chair.py; ``--chair_variant efuf`` is EFUF's
 eval_auto.py (its synonym list and two-word merges, each object word once per caption).
+An empty captions file (or ``--limit 0``) is an error, never a perfect-looking CHAIR of 0.0.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
+from common.errors import LetheError
 from common.text.objects import DEFAULT_SYNONYMS
 from evaluate.chair import CHAIR_VARIANTS, chair_extractor, compute_bleu, compute_chair, load_ground_truth, \
     read_captions
@@ -52,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 def score(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     captions = read_captions(args.caption_eval_path)
     if args.limit is not None:
+        if args.limit < 1:
+            raise LetheError(f"--limit {args.limit}: must be at least 1")
         captions = captions[: args.limit]
     extractor = chair_extractor(args.chair_variant, args.synonyms, default_merges=not args.no_default_merges,
                                 extra_merges=args.extra_merges)

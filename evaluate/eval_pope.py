@@ -2,6 +2,8 @@
 
 Answers are paired with labels by image and the object asked about ("Is there a/an X in the image?", also the
 "imange" spelling of the first POPE releases), so either release of the label files gives the same numbers.
+Every question needs an answer: a partial answers file is an error unless ``--allow_partial`` (then the output
+json says what is missing, per category).
 
     python evaluate/eval_pope.py --score_only --answers_file A.jsonl --question_file Q.jsonl \
         --annotation_dir D --output_json OUT
@@ -14,14 +16,15 @@ if __package__ in (None, ""):  # run as a file: import from the repo root, never
     import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401, E702
 
 import argparse
+import sys
 from typing import Any, Sequence
 
 from evaluate.cli import (DEFAULT_VQA_SUFFIX, add_generation_args, cli_main, generate_answers, image_path,
                           parse_args, with_suffix)
 from common.io import atomic_write_json, iter_jsonl_numbered
 from evaluate.util import print_table
-from evaluate.pope import (COUNT_KEYS, RATIO_KEYS, LabelTable, PopeQuestion, pope_categories, read_labels,
-                           read_pope_questions, read_questions, score_pope)
+from evaluate.pope import (COUNT_KEYS, RATIO_KEYS, LabelTable, PopeQuestion, missing_text, pope_categories,
+                           pope_missing, read_labels, read_pope_questions, read_questions, score_pope)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instruction_suffixes", nargs="*", default=[DEFAULT_VQA_SUFFIX],
                    help="suffixes stripped from question texts before the object is parsed (text after the "
                         "question mark is ignored anyway)")
+    p.add_argument("--allow_partial", action="store_true",
+                   help="score an answers file that misses some questions; the output says how many per category "
+                        "(without it such a file is an error)")
     add_generation_args(p, max_new_tokens=128, dar=True)
     return p
 
@@ -57,7 +63,7 @@ def score(args: argparse.Namespace, inputs: tuple[dict[str, PopeQuestion], dict[
           ) -> dict[str, Any]:
     questions, labels = inputs or read_inputs(args)
     return score_pope(iter_jsonl_numbered(args.answers_file), questions, labels, answers_name=args.answers_file,
-                      questions_name=args.question_file)
+                      questions_name=args.question_file, allow_partial=args.allow_partial)
 
 
 @cli_main
@@ -70,7 +76,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     atomic_write_json(args.output_json, result)
     rows = [[cat] + [m[k] for k in RATIO_KEYS + COUNT_KEYS] for cat, m in pope_categories(result).items()]
     rows.append(["mean"] + [result["mean"][k] for k in RATIO_KEYS + COUNT_KEYS])
-    print_table(rows, ["category", *RATIO_KEYS, *COUNT_KEYS], title=f"POPE: {args.answers_file}")
+    missing = pope_missing(result)
+    title = f"POPE: {args.answers_file}"
+    if missing:
+        title += f" (PARTIAL: {sum(missing.values())} of {result['num_questions']} questions unanswered)"
+    print_table(rows, ["category", *RATIO_KEYS, *COUNT_KEYS], title=title)
+    if missing:
+        print(f"warning: partial result: questions without an answer per category: {missing_text(missing)}",
+              file=sys.stderr)
     return 0
 
 

@@ -24,6 +24,12 @@ question and a question without a label each stop the scorer with one ``error:``
 Question ids are only used between the answers and the question file (LLaVA numbers 1..8910 across the splits;
 the label files number each split from 1).
 
+Completeness: every question of the question file needs an answer. An answers file that covers only some (a
+generation stopped half-way) is refused, naming the missing count per category, unless ``allow_partial``
+(``--allow_partial``); the result then has ``complete: false`` and ``missing_answers`` per category, and the
+report marks it partial. (``unanswered`` is different: labels that no question of the file asks, e.g. the 90 extra
+lines of the corrected random split.)
+
 Metrics per category: TP/FP/TN/FN with *yes* as the positive class, accuracy, precision, recall, F1 and yes_ratio
 (share of the model's answers that are *yes*). A ratio with a zero denominator is 0.0 (LLaVA would divide by zero).
 ``mean`` = unweighted average over the categories of each ratio (counts summed); ``mean_f1`` = its F1.
@@ -174,10 +180,19 @@ def read_labels(annotation_dir: PathLike, suffixes: Sequence[str] = ()) -> dict[
     return tables
 
 
+def missing_text(missing: Mapping[str, int]) -> str:
+    """``{"popular": 3, "random": 1}`` -> ``"popular 3, random 1"``."""
+    return ", ".join(f"{cat} {n}" for cat, n in sorted(missing.items()))
+
+
 def score_pope(answers: Iterable[tuple[int, Mapping[str, Any]]], questions: Mapping[str, PopeQuestion],
                labels: Mapping[str, LabelTable], answers_name: str = "answers",
-               questions_name: str = "the question file") -> dict[str, Any]:
-    """Score numbered answer rows (``question_id``, ``text``). Unknown ids / unlabeled questions raise."""
+               questions_name: str = "the question file", allow_partial: bool = False) -> dict[str, Any]:
+    """Score numbered answer rows (``question_id``, ``text``). Unknown ids / unlabeled questions raise.
+
+    Every question of the question file must have an answer: a partial answers file (an interrupted generation)
+    raises, naming how many are missing per category, unless ``allow_partial``; then the result says so
+    (``complete`` false, ``missing_answers`` per category, and ``missing_answers`` in each category's entry)."""
     per_cat: dict[str, tuple[list[str], list[str]]] = {}
     seen: dict[str, int] = {}
     for lineno, ans in answers:
@@ -206,17 +221,34 @@ def score_pope(answers: Iterable[tuple[int, Mapping[str, Any]]], questions: Mapp
         labs.append(hit[0])
     if not per_cat:
         raise LetheError(f"{answers_name}: no answers")
+    asked: dict[str, int] = {}
+    for q in questions.values():
+        asked[q.category] = asked.get(q.category, 0) + 1
+    missing = {cat: n - len(per_cat.get(cat, ((), ()))[0]) for cat, n in sorted(asked.items())}
+    missing = {cat: n for cat, n in missing.items() if n}
+    if missing and not allow_partial:
+        raise LetheError(f"{answers_name}: answers only {len(seen)} of the {len(questions)} questions of "
+                         f"{questions_name} (missing per category: {missing_text(missing)}); finish the generation "
+                         "(it resumes), or pass --allow_partial to score the answered ones as a partial result")
     categories = {}
     for cat in sorted(per_cat):
         m = binary_metrics(*per_cat[cat])
         m["unanswered"] = len(labels[cat].labels) - m["num_answers"]
+        m["missing_answers"] = missing.get(cat, 0)
         categories[cat] = m
     mean = {k: sum(c[k] for c in categories.values()) / len(categories) for k in RATIO_KEYS}
     mean.update({k: sum(c[k] for c in categories.values()) for k in COUNT_KEYS + ("num_answers",)})
     return {**categories, "mean": mean, "mean_f1": mean["f1"],
-            "categories_without_answers": sorted(set(labels) - set(per_cat))}
+            "categories_without_answers": sorted(set(labels) - set(per_cat)),
+            "complete": not missing, "num_questions": len(questions), "missing_answers": missing}
+
+
+def pope_missing(result: Mapping[str, Any]) -> dict[str, int]:
+    """Unanswered questions per category of a partial POPE result ({} when complete or of an older version)."""
+    missing = result.get("missing_answers")
+    return dict(missing) if isinstance(missing, Mapping) and result.get("complete") is False else {}
 
 
 def pope_categories(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The per-category entries of a POPE result (top-level keys, as the issue's output format asks)."""
-    return {k: v for k, v in result.items() if isinstance(v, dict) and k != "mean"}
+    return {k: v for k, v in result.items() if isinstance(v, dict) and k != "mean" and "f1" in v}

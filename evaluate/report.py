@@ -1,5 +1,7 @@
 """Side-by-side report of evaluation runs: a markdown table of every metrics json found in each run directory,
-and a bar chart (PNG) of the hallucination metrics.
+and a bar chart (PNG) of the hallucination metrics. A partial result (POPE scored with ``--allow_partial``) is
+never shown as complete: its missing answers appear as rows, in a warning under the table (and on stderr), in the
+chart's legend and in the summary json.
 
     python evaluate/report.py runs/base runs/efuf --output_md report.md --output_png report.png
 """
@@ -10,6 +12,7 @@ if __package__ in (None, ""):  # run as a file: import from the repo root, never
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -25,11 +28,28 @@ def _chair(d: dict) -> dict[str, float]:
 
 def _pope(d: dict) -> dict[str, float]:
     out = {"mean_f1": d["mean_f1"], "mean_accuracy": d["mean"]["accuracy"], "mean_yes_ratio": d["mean"]["yes_ratio"]}
-    from evaluate.pope import pope_categories
+    from evaluate.pope import pope_categories, pope_missing
 
     for cat, m in pope_categories(d).items():
         out[f"{cat}_f1"] = m["f1"]
+    missing = pope_missing(d)
+    if missing:  # scored with --allow_partial: the numbers cover only the answered questions
+        out["missing_answers"] = sum(missing.values())
+        out["num_questions"] = d.get("num_questions")
     return out
+
+
+def _partial_note(kind: str, d: dict) -> str | None:
+    """One line saying what a partial result lacks (None for a complete one)."""
+    if kind != "POPE":
+        return None
+    from evaluate.pope import missing_text, pope_missing
+
+    missing = pope_missing(d)
+    if not missing:
+        return None
+    return (f"PARTIAL {kind} ({d.get('num_questions', '?')} questions, {sum(missing.values())} without an answer: "
+            f"{missing_text(missing)}); scored with --allow_partial, not comparable to a complete run")
 
 
 def _mme(d: dict) -> dict[str, float]:
@@ -55,10 +75,16 @@ HALLUCINATION = [("CHAIR", "CHAIRs"), ("CHAIR", "CHAIRi"), ("POPE", "mean_f1"), 
 
 def collect(run_dir: str | Path) -> dict[str, dict[str, float]]:
     """kind (or kind:file stem when a kind occurs twice) -> flat metrics, for every metrics json in ``run_dir``."""
+    return collect_with_notes(run_dir)[0]
+
+
+def collect_with_notes(run_dir: str | Path) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """``collect`` and, per kind key whose result is partial, a note saying what it lacks."""
     run = Path(run_dir)
     if not run.is_dir():
         raise LetheError(f"{run}: run directory not found")
     found: dict[str, dict[str, float]] = {}
+    notes: dict[str, str] = {}
     for path in sorted(run.rglob("*.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -70,8 +96,11 @@ def collect(run_dir: str | Path) -> dict[str, dict[str, float]]:
             if match(data):
                 key = kind if kind not in found else f"{kind}:{path.relative_to(run).with_suffix('')}"
                 found[key] = flatten(data)
+                note = _partial_note(kind, data)
+                if note:
+                    notes[key] = f"{note} [{path.relative_to(run)}]"
                 break
-    return found
+    return found, notes
 
 
 def build_table(runs: Sequence[str], collected: Sequence[dict[str, dict[str, float]]]) -> list[list[Any]]:
@@ -87,18 +116,29 @@ def build_table(runs: Sequence[str], collected: Sequence[dict[str, dict[str, flo
     return rows
 
 
-def markdown(runs: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def markdown(runs: Sequence[str], rows: Sequence[Sequence[Any]],
+             notes: Sequence[dict[str, str]] | None = None) -> str:
+    """The table; then, for every partial result (``notes``: per run, kind -> what it lacks), a line saying so."""
     def cell(v: Any) -> str:
         return "–" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
 
     names = [Path(r).name or str(r) for r in runs]
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     lines += ["| " + " | ".join([str(r[0])] + [cell(v) for v in r[1:]]) + " |" for r in rows]
+    partial = note_lines(runs, notes or [])
+    if partial:
+        lines += [""] + [f"**Warning:** {line}  " for line in partial]
     return "\n".join(lines) + "\n"
 
 
-def bar_chart(runs: Sequence[str], collected: Sequence[dict[str, dict[str, float]]], path: str | Path) -> bool:
-    """Grouped bars, one group per hallucination metric, one bar per run. False if there is nothing to draw."""
+def note_lines(runs: Sequence[str], notes: Sequence[dict[str, str]]) -> list[str]:
+    return [f"{Path(r).name or r}: {note}" for r, n in zip(runs, notes) for note in n.values()]
+
+
+def bar_chart(runs: Sequence[str], collected: Sequence[dict[str, dict[str, float]]], path: str | Path,
+              notes: Sequence[dict[str, str]] | None = None) -> bool:
+    """Grouped bars, one group per hallucination metric, one bar per run (a run with a partial result is labelled
+    so). False if there is nothing to draw."""
     metrics = [(k, m) for k, m in HALLUCINATION if any(m in c.get(k, {}) for c in collected)]
     if not metrics:
         return False
@@ -107,7 +147,8 @@ def bar_chart(runs: Sequence[str], collected: Sequence[dict[str, dict[str, float
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [Path(r).name or str(r) for r in runs]
+    names = [(Path(r).name or str(r)) + (f" (PARTIAL {', '.join(k for k in n)})" if n else "")
+             for r, n in zip(runs, notes or [{}] * len(runs))]
     width = 0.8 / len(runs)
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(metrics) * max(1, len(runs)) / 2, 3.6))
     for i, (name, c) in enumerate(zip(names, collected)):
@@ -141,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def summary(runs: Sequence[str], collected: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """{run name: the headline hallucination numbers}: CHAIR's keys, POPE's mean F1 as ``f1``."""
+    """{run name: the headline hallucination numbers}: CHAIR's keys, POPE's mean F1 as ``f1``. A partial POPE
+    result (scored with --allow_partial) adds ``pope_complete: false`` and ``pope_missing_answers``."""
     out = {}
     for run, c in zip(runs, collected):
         flat = {k: v for k, v in c.get("CHAIR", {}).items() if k in ("CHAIRs", "CHAIRi", "Recall", "Len")}
@@ -149,6 +191,9 @@ def summary(runs: Sequence[str], collected: Sequence[dict[str, dict[str, float]]
             flat["f1"] = c["POPE"]["mean_f1"]
             flat["pope_accuracy"] = c["POPE"]["mean_accuracy"]
             flat["pope_yes_ratio"] = c["POPE"]["mean_yes_ratio"]
+            if c["POPE"].get("missing_answers"):
+                flat["pope_complete"] = False
+                flat["pope_missing_answers"] = c["POPE"]["missing_answers"]
         out[Path(run).name or str(run)] = flat
     return out
 
@@ -156,16 +201,19 @@ def summary(runs: Sequence[str], collected: Sequence[dict[str, dict[str, float]]
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
-    collected = [collect(r) for r in args.run_dirs]
+    pairs = [collect_with_notes(r) for r in args.run_dirs]
+    collected, notes = [c for c, _ in pairs], [n for _, n in pairs]
     if not any(collected):
         raise LetheError("no metrics json files found in " + ", ".join(args.run_dirs))
     rows = build_table(args.run_dirs, collected)
-    md = markdown(args.run_dirs, rows)
+    md = markdown(args.run_dirs, rows, notes)
     print(format_table(rows, ["metric", *[Path(r).name or r for r in args.run_dirs]]))
+    for line in note_lines(args.run_dirs, notes):
+        print(f"warning: {line}", file=sys.stderr)
     if args.output_md:
         atomic_write_text(args.output_md, md)
     png = args.output_png or (str(Path(args.output_md).with_suffix(".png")) if args.output_md else "report.png")
-    if bar_chart(args.run_dirs, collected, png):
+    if bar_chart(args.run_dirs, collected, png, notes):
         print(f"chart: {png}")
     if args.output_json:
         atomic_write_json(args.output_json, {str(r): c for r, c in zip(args.run_dirs, collected)})

@@ -10,6 +10,11 @@ configs in ``configs/accelerate/``, gradient accumulation, bf16 autocast with fp
 tensors, resume from the last checkpoint (automatic; ``--restart`` starts over), wandb (offline unless
 ``--wandb_user``). Checkpoints hold only the trainable tensors (``trainable.safetensors``); the eval scripts load
 them with ``--{model}_ckpt_load_path``.
+
+Faults: every data file is read and checked before the model loads (scores on the CLIP scale, images present).
+Resuming takes the newest *complete* ``checkpoint-N`` (``checkpoint_problem``): one that a ``kill -9`` cut short
+while the Trainer was writing it is named in a warning line and moved to ``incomplete-checkpoint-N``, so neither
+resuming nor the ``save_total_limit`` rotation mistakes it for a checkpoint.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ if __package__ in (None, ""):  # run as a file: import from the repo root, never
     import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401, E702
 
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,7 +33,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from common.errors import cli_main, run_cli
-from finetune.data import EfufDataset, load_gold, load_pos_neg, load_sentences, to_sample
+from finetune.data import EfufDataset, check_images, load_gold, load_pos_neg, load_sentences, to_sample
 from finetune.loss import COMPONENTS, EfufWeights, WeightSchedule, efuf_loss
 
 TRAINABLE_FILE = "trainable.safetensors"
@@ -211,16 +217,14 @@ class EfufTrainer(Trainer):
         load_state_into(self.vlm.model, state, str(f), metadata=meta)
 
 
-def build_trainer(margs, cfg: EfufConfig) -> tuple[EfufTrainer, Any]:
-    vlm = margs.load(device=_training_device(cfg))
-    vlm.set_trainable(cfg.scope, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
-    for p in vlm.model.parameters():  # fp32 master weights for what is trained; frozen weights keep their dtype
-        if p.requires_grad and p.dtype != torch.float32:
-            p.data = p.data.float()
+def load_data(cfg: EfufConfig) -> EfufDataset:
+    """Read and check every data file the run uses (scores, positions, images) — before any model loads, so bad
+    data fails in one line in seconds, not after minutes of loading or hours into training."""
     prompt = cfg.train_prompt
     pos, neg = load_pos_neg(cfg.pos_neg_data_path, cfg.image_dir_path, prompt, cfg.hal_clip_thres, cfg.norm_clip_thres)
     others: dict[str, list] = {"pos": pos}
     per_step = {"pos": 1 if cfg.pos_w_start > 0 or cfg.pos_w_end > 0 else 0}
+    check_images(neg + (pos if per_step["pos"] else []), cfg.pos_neg_data_path)
     if cfg.gold_w > 0 and cfg.llava_data_path:
         others["gold"] = load_gold(cfg.llava_data_path, cfg.vqa_image_dir, int(cfg.llava_data_size_k * 1000),
                                    cfg.gold_clip_score)
@@ -229,13 +233,103 @@ def build_trainer(margs, cfg: EfufConfig) -> tuple[EfufTrainer, Any]:
         others["sent"] = load_sentences(cfg.sentence_data_path, cfg.image_dir_path, prompt, cfg.hal_clip_thres,
                                         cfg.sentence_clip_thres)
         per_step["sent"] = 1
-    dataset = EfufDataset(neg, others, per_step, cfg.seed)
-    print(f"EFUF data: {len(neg)} negatives (an epoch), {len(pos)} positives, "
-          f"{len(others.get('gold', []))} gold, {len(others.get('sent', []))} sentences; "
+        check_images(others["sent"], cfg.sentence_data_path)
+    return EfufDataset(neg, others, per_step, cfg.seed)
+
+
+def build_trainer(margs, cfg: EfufConfig) -> tuple[EfufTrainer, Any]:
+    dataset = load_data(cfg)  # first: a bad data file never waits for a model load
+    vlm = margs.load(device=_training_device(cfg))
+    vlm.set_trainable(cfg.scope, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
+    for p in vlm.model.parameters():  # fp32 master weights for what is trained; frozen weights keep their dtype
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    print(f"EFUF data: {len(dataset.neg)} negatives (an epoch), {len(dataset.others.get('pos', []))} positives, "
+          f"{len(dataset.others.get('gold', []))} gold, {len(dataset.others.get('sent', []))} sentences; "
           f"trainable: {sum(p.numel() for p in vlm.model.parameters() if p.requires_grad):,} params ({cfg.scope})")
     trainer = EfufTrainer(model=vlm.model, args=cfg, train_dataset=dataset, data_collator=EfufCollator(vlm),
                           vlm=vlm, weights=cfg.weights())
     return trainer, vlm
+
+
+# ------------------------------------------------------------------------------------------------ resuming
+def checkpoint_problem(ckpt: str | Path) -> str | None:
+    """Why ``checkpoint-N/`` is not a complete checkpoint, or None if it is.
+
+    The Trainer writes a checkpoint's files in this order: ``trainable.safetensors`` (atomically), optimizer,
+    scheduler, scaler and RNG states, and ``trainer_state.json`` last; a process killed on the way (or a rotation
+    killed while deleting an old checkpoint) leaves a folder without some of them. Complete = ``trainer_state.json``
+    parses and has ``global_step``, ``trainable.safetensors`` has a whole safetensors header and data, and every
+    top-level torch file (``*.pt``, ``*.pth``: zip archives, e.g. the optimizer state) is whole. Cheap: no tensor
+    is read.
+    """
+    import json
+    import zipfile
+
+    from safetensors import safe_open
+    from transformers.trainer import TRAINER_STATE_NAME
+
+    ckpt = Path(ckpt)
+    try:
+        state = json.loads((ckpt / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"no {TRAINER_STATE_NAME}"
+    except (OSError, ValueError):
+        return f"{TRAINER_STATE_NAME} is not whole JSON"
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        return f"{TRAINER_STATE_NAME} has no global_step"
+    f = ckpt / TRAINABLE_FILE
+    if not f.is_file():
+        return f"no {TRAINABLE_FILE}"
+    try:
+        with safe_open(str(f), framework="pt"):
+            pass
+    except Exception:  # safetensors raises its own error types on a truncated or corrupt file
+        return f"{TRAINABLE_FILE} is truncated or corrupt"
+    try:
+        for p in sorted([*ckpt.glob("*.pt"), *ckpt.glob("*.pth")]):
+            with zipfile.ZipFile(p):
+                pass
+    except (OSError, zipfile.BadZipFile):
+        return f"{p.name} is truncated or corrupt"
+    return None
+
+
+def last_complete_checkpoint(output_dir: str | Path, move_aside: bool = True,
+                             warn=lambda msg: print(msg, file=sys.stderr, flush=True)) -> str | None:
+    """The ``checkpoint-N`` of ``output_dir`` with the highest N that is complete (``checkpoint_problem``).
+
+    Each incomplete one is reported in one line and, with ``move_aside`` (the process that saves), renamed to
+    ``incomplete-checkpoint-N`` (``.1``, ``.2`` … if taken): out of the way of resuming and of the Trainer's
+    ``save_total_limit`` rotation (which counts every ``checkpoint-*`` folder), but not deleted.
+    """
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    root = Path(output_dir)
+    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+    found = sorted(((int(m.group(1)), p) for p in root.iterdir() if (m := pattern.match(p.name)) and p.is_dir()),
+                   reverse=True)
+    best = None
+    for _, ckpt in found:
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            best = best or str(ckpt)
+            continue
+        where = ""
+        if move_aside:
+            dest = root / f"incomplete-{ckpt.name}"
+            k = 0
+            while dest.exists():
+                k += 1
+                dest = root / f"incomplete-{ckpt.name}.{k}"
+            try:
+                ckpt.rename(dest)
+                where = f"; moved to {dest}"
+            except FileNotFoundError:  # another process moved it first
+                where = ""
+        warn(f"warning: {ckpt} is an incomplete checkpoint ({problem}: a run was interrupted while writing it); "
+             f"not resuming from it{where}")
+    return best
 
 
 def _training_device(cfg: EfufConfig) -> str:
@@ -259,8 +353,6 @@ def _setup_wandb(cfg: EfufConfig) -> None:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    from transformers.trainer_utils import get_last_checkpoint
-
     from common.args import ModelArguments, parse_args, save_config
 
     margs, cfg = parse_args([ModelArguments, EfufConfig], argv)
@@ -275,7 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     trainer, vlm = build_trainer(margs, cfg)
     resume = None
     if not cfg.restart and Path(cfg.output_dir).is_dir():
-        resume = get_last_checkpoint(cfg.output_dir)
+        saver = trainer.args.should_save  # one process moves incomplete checkpoints aside and says so
+        resume = last_complete_checkpoint(cfg.output_dir, move_aside=saver,
+                                          warn=(lambda m: print(m, file=sys.stderr, flush=True)) if saver
+                                          else (lambda m: None))
         if resume:
             print(f"resuming from {resume}")
     if trainer.is_world_process_zero():

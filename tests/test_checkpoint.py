@@ -107,3 +107,40 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "p.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_atomic_files_keep_ordinary_permissions_whatever_the_writer_does(tmp_path):
+    """A writer that replaces the temporary file with a 0600 one (as safetensors' save_file does) still leaves a
+    file with open()'s permissions (0666 minus the umask)."""
+    import os
+
+    from common.io import atomic_path
+
+    old = os.umask(0o027)
+    try:
+        with atomic_path(tmp_path / "w.bin") as tmp:
+            tmp.unlink()
+            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "w.bin").stat().st_mode & 0o777 == 0o640
+
+
+def test_saved_checkpoints_get_ordinary_permissions(tiny_dir, tmp_path):
+    """safetensors' save_file makes 0600 files; a saved checkpoint must be readable like any output (0644 under
+    umask 022), for a file path and for a directory."""
+    import os
+
+    from common.checkpoint import save_trainable
+
+    vlm = _llava(tiny_dir)
+    vlm.set_trainable("projector")
+    old = os.umask(0o022)
+    try:
+        a = save_trainable(vlm, tmp_path / "x.safetensors")
+        b = vlm.save_checkpoint(tmp_path / "dir")
+    finally:
+        os.umask(old)
+    assert b == tmp_path / "dir" / "trainable.safetensors"
+    assert a.stat().st_mode & 0o777 == 0o644 and b.stat().st_mode & 0o777 == 0o644

@@ -230,3 +230,23 @@ def test_canonical_port_in_the_benchmark_agrees(capsys):
     bench = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_chair.py"))
     assert bench["main"](["--captions", "300", "--seed", "3"]) == 0
     assert "(identical)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, text, extra", [
+    ("caps.jsonl", "", []), ("caps.jsonl", "\n\n", []), ("caps.txt", "\n", []), ("caps.json", "[]", []),
+    ("caps.jsonl", '{"image_id": 1, "caption": "a dog"}\n', ["--limit", "0"]),
+])
+def test_no_captions_is_an_error_not_a_perfect_score(tmp_path, capsys, name, text, extra):
+    """An empty captions file (a generation that died before its first batch) used to score CHAIR 0.0 (perfect),
+    exit 0; now one error line, exit 2, and no output."""
+    caps = tmp_path / name
+    caps.write_text(text)
+    out = tmp_path / "c.json"
+    rc = eval_auto.main(["--caption_eval_path", str(caps), "--coco_annotation_dir", str(COCO), "--output_json",
+                         str(out), *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert (str(caps) in err and "no captions" in err) if not extra else "--limit 0" in err
+    assert not out.exists() and not (tmp_path / "c_details.jsonl").exists()
+    with pytest.raises(LetheError, match="no captions"):
+        compute_chair([], ObjectExtractor.canonical(), {})

@@ -110,3 +110,43 @@ def test_mme_script_as_file_scores(tmp_path, monkeypatch, capsys):
         runpy.run_path(str(ROOT / "evaluate" / "eval_mme.py"), run_name="__main__")
     assert e.value.code == 0
     assert json.loads(out.read_text())["perception"] == 175.0
+
+
+def test_report_marks_a_partial_result(tmp_path, capsys, monkeypatch):
+    """A POPE result scored with --allow_partial is labelled partial in the table, under it, on stderr, in the
+    chart legend and in the summary json; a complete one is not."""
+    pope = FIX / "pope"
+    lines = (pope / "answers.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "half.jsonl").write_text("".join(lines[:3]))
+    for run, answers, extra in (("full", pope / "answers.jsonl", []), ("half", tmp_path / "half.jsonl",
+                                                                      ["--allow_partial"])):
+        assert eval_pope.main(["--score_only", "--answers_file", str(answers), "--question_file",
+                               str(pope / "llava_pope_test.jsonl"), "--annotation_dir", str(pope), "--output_json",
+                               str(tmp_path / run / "pope.json"), *extra]) == 0
+    capsys.readouterr()
+    md = tmp_path / "report.md"
+    assert report.main([str(tmp_path / "full"), str(tmp_path / "half"), "--output_md", str(md), "--summary_json",
+                        str(tmp_path / "s.json")]) == 0
+    text = md.read_text()
+    assert "| POPE missing_answers | – | 5 |" in text and "| POPE num_questions | – | 8 |" in text
+    warning = [ln for ln in text.splitlines() if ln.startswith("**Warning:**")]
+    assert len(warning) == 1 and "half: PARTIAL POPE (8 questions, 5 without an answer: popular 2, random 3)" \
+        in warning[0]
+    err = capsys.readouterr().err
+    assert err.count("warning: half: PARTIAL POPE") == 1 and "full:" not in err
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["half"]["pope_complete"] is False and s["half"]["pope_missing_answers"] == 5
+    assert "pope_complete" not in s["full"]
+    import matplotlib.axes
+
+    names, real_legend = [], matplotlib.axes.Axes.legend
+
+    def legend(self, *a, **k):
+        names.extend(h.get_label() for h in self.containers)
+        return real_legend(self, *a, **k)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "legend", legend)
+    runs = [str(tmp_path / r) for r in ("full", "half")]
+    pairs = [report.collect_with_notes(r) for r in runs]
+    assert report.bar_chart(runs, [c for c, _ in pairs], tmp_path / "c.png", [n for _, n in pairs])
+    assert names == ["full", "half (PARTIAL POPE)"]

@@ -190,3 +190,44 @@ def test_ambiguous_and_unmatched_pairs_are_refused(tmp_path, capsys):
     rows = [r for r in text.splitlines(keepends=True) if "oven" not in r]
     err, questions, _ = _fail(tmp_path, capsys, labels_text="".join(rows))
     assert f"{REL / 'answers.jsonl'}:1: question_id 3007 ({questions}:7): no label for 'oven'" in err
+
+
+# ------------------------------------------------------------------------------------------- partial answer files
+def test_partial_answers_are_refused_unless_allowed(tmp_path, capsys):
+    """3 of the 8 questions answered (an interrupted generation): refused in one line naming the missing counts per
+    category; with --allow_partial the json says what is missing, and the table says PARTIAL."""
+    lines = (FIX / "answers.jsonl").read_text().splitlines(keepends=True)
+    answers = tmp_path / "a.jsonl"
+    answers.write_text("".join(lines[:3]))  # question ids 7, 2, 5: popular 2, random 1
+    out = tmp_path / "o.json"
+    rc = eval_pope.main(["--score_only", "--answers_file", str(answers), *ARGS, "--output_json", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and not out.exists()
+    assert f"{answers}: answers only 3 of the 8 questions" in err
+    assert "popular 2, random 3" in err and "--allow_partial" in err
+
+    assert eval_pope.main(["--score_only", "--answers_file", str(answers), *ARGS, "--output_json", str(out),
+                           "--allow_partial"]) == 0
+    captured = capsys.readouterr()
+    assert "PARTIAL: 5 of 8 questions unanswered" in captured.out
+    assert "warning: partial result" in captured.err and "popular 2, random 3" in captured.err
+    r = json.loads(out.read_text())
+    assert r["complete"] is False and r["num_questions"] == 8
+    assert r["missing_answers"] == {"popular": 2, "random": 3}
+    assert (r["random"]["num_answers"], r["random"]["missing_answers"]) == (1, 3)
+    assert (r["popular"]["num_answers"], r["popular"]["missing_answers"]) == (2, 2)
+    # a whole category without answers is named too (and gets no metrics of its own)
+    answers.write_text("".join(ln for ln in lines if json.loads(ln)["question_id"] <= 4))
+    assert eval_pope.main(["--score_only", "--answers_file", str(answers), *ARGS, "--output_json", str(out),
+                           "--allow_partial"]) == 0
+    r = json.loads(out.read_text())
+    assert r["missing_answers"] == {"popular": 4} and "popular" not in r and r["complete"] is False
+
+
+def test_complete_answers_say_so(tmp_path):
+    out = tmp_path / "o.json"
+    assert eval_pope.main(["--score_only", "--answers_file", str(FIX / "answers.jsonl"), *ARGS,
+                           "--output_json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["complete"] is True and r["missing_answers"] == {} and r["num_questions"] == 8
+    assert r["random"]["missing_answers"] == 0 and r["popular"]["missing_answers"] == 0
