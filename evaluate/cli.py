@@ -17,7 +17,7 @@ DEFAULT_MC_SUFFIX = "Answer with the option's letter from the given choices dire
 
 
 def add_generation_args(parser: argparse.ArgumentParser, max_new_tokens: int, batch_size: int = 8,
-                        num_beams: int = 1, dar: bool = False) -> None:
+                        num_beams: int = 1, dar: bool = False, length_penalty: float | None = None) -> None:
     g = parser.add_argument_group("generation (skipped with --score_only)")
     g.add_argument("--score_only", action="store_true", help="only score an existing answers file")
     g.add_argument("--model", default=None, help="model family for common.models.load_model (e.g. llava)")
@@ -27,6 +27,11 @@ def add_generation_args(parser: argparse.ArgumentParser, max_new_tokens: int, ba
     g.add_argument("--max_new_tokens", type=int, default=max_new_tokens)
     g.add_argument("--num_beams", type=int, default=num_beams)
     g.add_argument("--do_sample", action="store_true")
+    g.add_argument("--length_penalty", type=float, default=length_penalty,
+                   help="beam search length penalty, used when --num_beams > 1 (EFUF's captions: beam 5, 0)")
+    g.add_argument("--prompt_style", choices=("official", "hf"), default=None,
+                   help="official (default): the original project's conversation and tokenization; hf: the "
+                        "processor's chat template (use what the model was trained / fine-tuned with)")
     if dar:
         g.add_argument("--dar", action="store_true",
                        help="STIC describe-and-respond: describe the image first, then answer with the description")
@@ -62,12 +67,15 @@ def load_vlm(args: argparse.Namespace):
         raise LetheError("--model NAME (and --NAME_path) is needed to generate; or pass --score_only")
     from common.models import load_model
 
-    return load_model(args.model, args.model_path, ckpt_load_path=args.ckpt_load_path)
+    kw = {"prompt_style": args.prompt_style} if getattr(args, "prompt_style", None) else {}
+    return load_model(args.model, args.model_path, ckpt_load_path=args.ckpt_load_path, **kw)
 
 
 def generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    kw = dict(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-              do_sample=args.do_sample)
+    kw: dict[str, Any] = dict(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                              num_beams=args.num_beams, do_sample=args.do_sample)
+    if getattr(args, "length_penalty", None) is not None and args.num_beams > 1:  # greedy ignores it
+        kw["generate_kwargs"] = {"length_penalty": args.length_penalty}
     if getattr(args, "dar", False):
         kw.update(dar_prompt=args.dar_prompt, dar_template=args.dar_template,
                   dar_max_new_tokens=args.dar_max_new_tokens)

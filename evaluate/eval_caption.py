@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coco_instances", default=None,
                    help="instances json to look image ids up by file name (default: parse them from the name)")
     p.add_argument("--output_json", default=None, help="also write a small run summary here")
-    add_generation_args(p, max_new_tokens=200, num_beams=5, batch_size=8)
+    add_generation_args(p, max_new_tokens=200, num_beams=5, batch_size=8, length_penalty=0.0)  # EFUF's decoding
     return p
 
 

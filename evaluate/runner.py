@@ -133,13 +133,15 @@ def run_generation(vlm: VisionLanguageModel, items: Sequence[Mapping[str, Any]],
                    batch_size: int = 8, max_new_tokens: int = 64, num_beams: int = 1, do_sample: bool = False,
                    id_key: str = "question_id", make_record: Callable[[Mapping[str, Any], str], Record] = llava_record,
                    dar_prompt: str | None = None, dar_template: str = DAR_TEMPLATE,
-                   dar_max_new_tokens: int | None = None, progress: bool = True, sort_window: int = 16) -> RunStats:
+                   dar_max_new_tokens: int | None = None, progress: bool = True, sort_window: int = 16,
+                   generate_kwargs: Mapping[str, Any] | None = None) -> RunStats:
     """Generate an answer for every item not yet in ``output_path`` (jsonl, keyed by ``id_key``).
 
     With ``dar_prompt`` (STIC's describe-and-respond) each item is first described *with its image*; the answer
     prompt is ``dar_template.format(description=..., question=prompt)``, again with the image, and the record
     gets a ``description`` field. Text-only items are answered directly. ``sort_window``: batches per length-sorting
-    window (see the module docstring).
+    window (see the module docstring). ``generate_kwargs``: more keywords for ``vlm.generate`` (e.g.
+    ``length_penalty``).
     """
     if batch_size < 1:
         raise LetheError("--batch_size must be >= 1")
@@ -155,7 +157,8 @@ def run_generation(vlm: VisionLanguageModel, items: Sequence[Mapping[str, Any]],
     repair_jsonl_tail(output_path)
     done = load_done_ids(output_path, id_key)
     todo = [it for it in items if str(it["id"]) not in done]
-    gen_kw: dict[str, Any] = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample)
+    gen_kw: dict[str, Any] = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
+                                  **(generate_kwargs or {}))
     if accepts_batch_size(vlm.generate):
         gen_kw["batch_size"] = batch_size
     # Greedy/beam answers depend only on (image, prompt): POPE's three splits share their positive questions,

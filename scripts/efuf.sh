@@ -23,7 +23,7 @@ if [ "${PRESET:-coco}" = "toy" ]; then
   : "${TRAIN_CONFIG:=configs/efuf/toy.yaml}" "${GOLD:=$DATA/llava/llava_v1_5_mix665k.json}" "${GOLD_IMAGES:=$DATA}"
   : "${POPE_DIR:=$DATA/pope}" "${POPE_IMAGES:=$DATA/images/val}"
   : "${CAPTION_PROMPT:=Please describe the image.}" "${EVAL_PROMPT:=Please describe the image.}"
-  : "${MAX_NEW_TOKENS:=40}" "${NUM_BEAMS:=1}" "${BATCH_SIZE:=64}"
+  : "${MAX_NEW_TOKENS:=40}" "${NUM_BEAMS:=1}" "${EVAL_BEAMS:=1}" "${LENGTH_PENALTY:=1.0}" "${BATCH_SIZE:=64}"
   : "${OUT:=results/efuf-toy}"
 else
   DATA="${DATA:-dataset}"
@@ -36,7 +36,8 @@ else
   : "${GOLD_IMAGES:=$DATA/llava}" "${POPE_DIR:=$DATA/pope}" "${POPE_IMAGES:=$DATA/val2014}"
   : "${CAPTION_PROMPT:=Please describe the image.}"
   : "${EVAL_PROMPT:=Please describe the image in great detail. Your response should have at least 100 words.}"
-  : "${MAX_NEW_TOKENS:=200}" "${NUM_BEAMS:=1}" "${BATCH_SIZE:=16}"
+  # EFUF's evaluation captions: beam 5 with length_penalty 0 (its eval_caption.py); training captions greedy
+  : "${MAX_NEW_TOKENS:=200}" "${NUM_BEAMS:=1}" "${EVAL_BEAMS:=5}" "${LENGTH_PENALTY:=0}" "${BATCH_SIZE:=16}"
   : "${OUT:=results/efuf}"
 fi
 : "${OBJECT_BACKEND:=vocab}" "${LLM_PATH:=}"
@@ -91,8 +92,8 @@ for phase in before after; do
   [ -s "$OUT/$phase/chair.json" ] || {
     "$PY" evaluate/eval_caption.py "${model_flags[@]}" "${ck[@]}" --image_dir "$EVAL_IMAGES" \
       --objects_file "$OUT/objects.jsonl" --num_images "$N_EVAL" --prompt "$EVAL_PROMPT" \
-      --max_new_tokens "$MAX_NEW_TOKENS" --num_beams "$NUM_BEAMS" --batch_size "$BATCH_SIZE" \
-      --caption_eval_path "$OUT/$phase/captions.jsonl"
+      --max_new_tokens "$MAX_NEW_TOKENS" --num_beams "$EVAL_BEAMS" --length_penalty "$LENGTH_PENALTY" \
+      --batch_size "$BATCH_SIZE" --caption_eval_path "$OUT/$phase/captions.jsonl"
     "$PY" evaluate/eval_auto.py --caption_eval_path "$OUT/$phase/captions.jsonl" \
       --coco_annotation_dir "$EVAL_ANNOTATIONS" "${vocab_flags[@]}" "${chair_flags[@]}" \
       --output_json "$OUT/$phase/chair.json"; }

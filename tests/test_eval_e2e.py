@@ -68,3 +68,33 @@ def test_caption_then_chair_end_to_end(tiny_dir, toy_world, tmp_path):
                       "--synonyms", str(toy_world / "synonyms.txt"), "--no_default_merges",
                       "--output_json", str(tmp_path / "chair.json")]) == 0
     assert read_json(tmp_path / "chair.json")["num_captions"] == 10
+
+
+def test_caption_generation_flags_reach_the_model(tiny_dir, toy_world, tmp_path, monkeypatch):
+    """--prompt_style and --length_penalty (EFUF's captions: beam 5, length_penalty 0) reach the model layer."""
+    import evaluate.cli
+    from evaluate.eval_caption import main as eval_caption
+
+    real_load, seen = evaluate.cli.load_vlm, {}
+
+    def load(args):
+        vlm = real_load(args)
+        hf_generate = vlm.model.generate
+        seen["style"] = vlm.prompt_style
+
+        def spy(*a, **kw):
+            seen.update(length_penalty=kw.get("length_penalty"), num_beams=kw.get("num_beams"))
+            return hf_generate(*a, **kw)
+
+        monkeypatch.setattr(vlm.model, "generate", spy)
+        return vlm
+
+    monkeypatch.setattr(evaluate.cli, "load_vlm", load)
+    base = ["--model", "llava", "--llava_path", tiny_dir("llava"), "--image_dir", str(toy_world / "images" / "val"),
+            "--num_images", "2", "--max_new_tokens", "3"]
+    assert eval_caption([*base, "--caption_eval_path", str(tmp_path / "a.jsonl"), "--num_beams", "2",
+                         "--length_penalty", "0", "--prompt_style", "hf"]) == 0
+    assert seen == {"style": "hf", "length_penalty": 0.0, "num_beams": 2}
+    seen.clear()
+    assert eval_caption([*base, "--caption_eval_path", str(tmp_path / "b.jsonl")]) == 0
+    assert seen == {"style": "official", "length_penalty": 0.0, "num_beams": 5}  # EFUF: beam 5, length_penalty 0
