@@ -2,12 +2,20 @@
 
 Loading reads ``.safetensors`` or the original projects' ``.pth``/``.bin`` (``torch.load(weights_only=True)``),
 remaps legacy keys through the family adapter, and reports what was loaded, dropped and unexpected instead of a
-silent ``strict=False``. A tensor whose shape does not match fails with its name.
+silent ``strict=False`` (one line on stderr: how many tensors, from which file). A tensor whose shape does not
+match fails with its name.
+
+Provenance: ``run_provenance`` gathers what a checkpoint came from (the resolved config, package versions, the git
+commit of this checkout and whether its tree was dirty); ``write_provenance`` writes it atomically as
+``lethe_config.json`` beside a checkpoint.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -16,11 +24,16 @@ import torch
 from torch import nn
 
 from common.errors import LetheError
-from common.io import atomic_path
+from common.io import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 CKPT_SUFFIXES = (".safetensors", ".pth", ".bin", ".pt")
 PEFT_PREFIX = "base_model.model."
+PROVENANCE_FILE = "lethe_config.json"
+PROVENANCE_FORMAT = "lethe-config-v1"
+# the distributions whose versions decide what a run computes (pip names)
+PROVENANCE_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "open_clip_torch", "tokenizers")
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -38,6 +51,21 @@ class LoadReport:
         if self.unexpected:
             s += f", {len(self.unexpected)} unexpected (e.g. {', '.join(self.unexpected[:3])})"
         return s
+
+    def line(self) -> str:
+        """One line for the user: how many tensors were loaded, from which file (and what was left out)."""
+        extra = []
+        if self.dropped:
+            extra.append(f"dropped {len(self.dropped)} legacy buffers")
+        if self.unexpected:
+            extra.append(f"{len(self.unexpected)} unexpected, not loaded (e.g. {', '.join(self.unexpected[:3])})")
+        return f"loaded {len(self.loaded)} tensors from {self.path}" + (f" ({'; '.join(extra)})" if extra else "")
+
+
+def announce_load(report: LoadReport) -> None:
+    """Print ``report.line()`` on stderr (stdout stays for a CLI's results), once: on the main process only."""
+    if os.environ.get("RANK", "0") in ("0", ""):
+        print(report.line(), file=sys.stderr, flush=True)
 
 
 def _module(obj) -> nn.Module:
@@ -150,5 +178,96 @@ def load_method_checkpoint(obj, path: str | Path, strict: bool = True) -> LoadRe
         obj.model.eval()
     report = load_state_into(_module(obj), state, str(f), remap=getattr(obj, "remap_legacy_key", None),
                              strict=strict, metadata=meta)
-    log.info(report.summary())
+    announce_load(report)
     return report
+
+
+# ------------------------------------------------------------------------------------------------ provenance
+def package_versions(names: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, str | None]:
+    """{distribution: installed version, or None when not installed}, plus ``python`` and torch's build and CUDA."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    if "torch" in sys.modules:  # the build matters too (e.g. 2.6.0+cu124): what torch says of itself
+        import torch as _torch
+
+        out["torch_build"] = str(_torch.__version__)
+        out["cuda"] = _torch.version.cuda
+    return out
+
+
+def git_state(root: str | Path = REPO_ROOT) -> dict[str, Any] | None:
+    """``{"commit": HEAD, "dirty": tracked files differ from it}`` of the git checkout whose top level is
+    ``root``; None when ``root`` is not the top of a git checkout (an installed copy, a tarball) or git is absent.
+    Untracked files do not make the tree dirty (as ``git describe --dirty``)."""
+    root = Path(root).resolve()
+
+    def git(*args: str) -> str | None:
+        try:
+            r = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if not top or Path(top).resolve() != root:  # not a checkout, or only inside someone else's repository
+        return None
+    commit = git("rev-parse", "HEAD")
+    if not commit:  # a repository without commits
+        return None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def _masked_argv(argv: list[str]) -> list[str]:
+    """``argv`` with the values of secret-looking flags (``--hub_token X``, ``--api_key=X``) replaced."""
+    import re
+
+    secret = re.compile(r"^--?[\w.-]*(token|secret|password|api_key)$", re.IGNORECASE)
+    out: list[str] = []
+    hide = False
+    for a in argv:
+        if hide:
+            out.append("<hidden>")
+            hide = False
+        elif "=" in a and secret.match(a.split("=", 1)[0]):
+            out.append(a.split("=", 1)[0] + "=<hidden>")
+        else:
+            out.append(a)
+            hide = bool(secret.match(a))
+    return out
+
+
+def _plain(obj: Any) -> Any:
+    """A json-safe copy: dataclasses as dicts, anything else json does not know as its str."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    return json.loads(json.dumps(obj, default=str))
+
+
+def run_provenance(method: str, sections: dict[str, Any], root: str | Path = REPO_ROOT) -> dict[str, Any]:
+    """What a run's checkpoints come from: ``sections`` (e.g. ``training``: the resolved ``TrainingArguments``
+    ``to_dict()``, ``model``: the model arguments, ``data``: the data paths; dataclasses become dicts), the command
+    line and working directory, the versions of ``PROVENANCE_PACKAGES`` and the git state of this checkout."""
+    import time
+
+    return {"format": PROVENANCE_FORMAT, "method": method,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": [sys.executable, *_masked_argv(sys.argv)], "cwd": os.getcwd(),
+            **{k: _plain(v) for k, v in sections.items()},
+            "versions": package_versions(), "git": git_state(root)}
+
+
+def write_provenance(directory: str | Path, provenance: dict[str, Any], **extra: Any) -> Path:
+    """Write ``provenance`` (plus ``extra`` keys, e.g. the global step of a checkpoint) atomically as
+    ``directory/lethe_config.json``."""
+    path = Path(directory) / PROVENANCE_FILE
+    atomic_write_json(path, {**provenance, **_plain(extra)})
+    return path

@@ -1,5 +1,7 @@
 """Side-by-side report of evaluation runs: a markdown table of every metrics json found in each run directory,
-and a bar chart (PNG) of the hallucination metrics. A partial result (POPE scored with ``--allow_partial``) is
+and a bar chart (PNG) of the hallucination metrics. Every metric has an explicit name in the table, the chart and
+the summary json (``metric_name``): ``chair_s``, ``chair_i``, ``chair_recall``, ``pope_f1``, ``pope_accuracy``,
+``mme_perception`` … never a bare ``f1`` or ``CHAIRs``. A partial result (POPE scored with ``--allow_partial``) is
 never shown as complete: its missing answers appear as rows, in a warning under the table (and on stderr), in the
 chart's legend and in the summary json.
 
@@ -71,6 +73,28 @@ KINDS: list[tuple[str, Callable[[dict], bool], Callable[[dict], dict[str, float]
 ]
 # (kind, metric) pairs drawn in the hallucination chart; lower is better for CHAIR, higher for POPE
 HALLUCINATION = [("CHAIR", "CHAIRs"), ("CHAIR", "CHAIRi"), ("POPE", "mean_f1"), ("POPE", "mean_accuracy")]
+# explicit names where "<kind>_<metric>" would not be clear; the others are that rule (metric_name)
+EXPLICIT_NAMES = {("CHAIR", "CHAIRs"): "chair_s", ("CHAIR", "CHAIRi"): "chair_i",
+                  ("POPE", "mean_f1"): "pope_f1", ("POPE", "mean_accuracy"): "pope_accuracy",
+                  ("POPE", "mean_yes_ratio"): "pope_yes_ratio"}
+# the headline numbers of the summary json, in this order
+SUMMARY = [("CHAIR", "CHAIRs"), ("CHAIR", "CHAIRi"), ("CHAIR", "Recall"), ("CHAIR", "Len"), ("POPE", "mean_f1"),
+           ("POPE", "mean_accuracy"), ("POPE", "mean_yes_ratio")]
+
+
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^0-9a-z]+", "_", text.lower()).strip("_")
+
+
+def metric_name(kind: str, metric: str) -> str:
+    """The explicit name of ``metric`` of a result of ``kind`` (a kind key ``POPE:sub/pope`` — the second POPE
+    result of a run — adds its file: ``pope_f1 (sub/pope)``): ``chair_s``, ``chair_i``, ``chair_recall``,
+    ``chair_len``, ``chair_bleu_1``, ``pope_f1``, ``pope_accuracy``, ``pope_random_f1``, ``mme_perception`` …"""
+    base, _, where = kind.partition(":")
+    name = EXPLICIT_NAMES.get((base, metric)) or f"{_slug(base)}_{_slug(metric)}"
+    return f"{name} ({where})" if where else name
 
 
 def collect(run_dir: str | Path) -> dict[str, dict[str, float]]:
@@ -112,7 +136,7 @@ def build_table(runs: Sequence[str], collected: Sequence[dict[str, dict[str, flo
                 if (kind, m) not in keys:
                     keys.append((kind, m))
     for kind, m in keys:
-        rows.append([f"{kind} {m}"] + [c.get(kind, {}).get(m) for c in collected])
+        rows.append([metric_name(kind, m)] + [c.get(kind, {}).get(m) for c in collected])
     return rows
 
 
@@ -138,10 +162,28 @@ def note_lines(runs: Sequence[str], notes: Sequence[dict[str, str]]) -> list[str
 def bar_chart(runs: Sequence[str], collected: Sequence[dict[str, dict[str, float]]], path: str | Path,
               notes: Sequence[dict[str, str]] | None = None) -> bool:
     """Grouped bars, one group per hallucination metric, one bar per run (a run with a partial result is labelled
-    so). False if there is nothing to draw."""
+    so), each bar labelled with its value. False if there is nothing to draw."""
+    fig = chart_figure(runs, collected, notes)
+    if fig is None:
+        return False
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return True
+
+
+def chart_figure(runs: Sequence[str], collected: Sequence[dict[str, dict[str, float]]],
+                 notes: Sequence[dict[str, str]] | None = None):
+    """The matplotlib figure of ``bar_chart`` (None if there is nothing to draw): a title, the metrics by their
+    explicit names, the value on every bar ("n/a" where a run lacks the metric)."""
     metrics = [(k, m) for k, m in HALLUCINATION if any(m in c.get(k, {}) for c in collected)]
     if not metrics:
-        return False
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
@@ -153,20 +195,17 @@ def bar_chart(runs: Sequence[str], collected: Sequence[dict[str, dict[str, float
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(metrics) * max(1, len(runs)) / 2, 3.6))
     for i, (name, c) in enumerate(zip(names, collected)):
         xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(metrics))]
-        ax.bar(xs, [c.get(k, {}).get(m, 0.0) for k, m in metrics], width, label=name)
+        values = [c.get(k, {}).get(m) for k, m in metrics]
+        bars = ax.bar(xs, [0.0 if v is None else v for v in values], width, label=name)
+        ax.bar_label(bars, labels=["n/a" if v is None else f"{v:.3f}" for v in values], padding=2, fontsize=7)
     ax.set_xticks(range(len(metrics)))
-    ax.set_xticklabels([f"{k} {m}" for k, m in metrics])
-    ax.set_ylim(0, 1)
+    ax.set_xticklabels([metric_name(k, m) for k, m in metrics])
+    ax.set_ylim(0, 1.12)  # room for the labels of bars near 1
     ax.set_ylabel("fraction (CHAIR: lower is better; POPE: higher)")
+    ax.set_title("Hallucination: " + " vs ".join(Path(r).name or str(r) for r in runs), fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return True
+    return fig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,21 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_png", default=None,
                    help="bar chart of hallucination metrics (default: beside --output_md, else ./report.png)")
     p.add_argument("--output_json", default=None, help="also write the collected metrics as json")
-    p.add_argument("--summary_json", default=None, help="write {run name: {CHAIRs, CHAIRi, Recall, Len, f1}} "
-                   "(CHAIR keys, and f1 = POPE mean F1) for a before/after comparison")
+    p.add_argument("--summary_json", default=None, help="write {run name: {chair_s, chair_i, chair_recall, "
+                   "chair_len, pope_f1, pope_accuracy, pope_yes_ratio}} (pope_*: means over the POPE categories) for "
+                   "a before/after comparison")
     return p
 
 
 def summary(runs: Sequence[str], collected: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """{run name: the headline hallucination numbers}: CHAIR's keys, POPE's mean F1 as ``f1``. A partial POPE
-    result (scored with --allow_partial) adds ``pope_complete: false`` and ``pope_missing_answers``."""
+    """{run name: the headline hallucination numbers by explicit name}: ``chair_s``, ``chair_i``, ``chair_recall``,
+    ``chair_len``, ``pope_f1``, ``pope_accuracy``, ``pope_yes_ratio`` (POPE: means over its categories), those a run
+    has. A partial POPE result (scored with --allow_partial) adds ``pope_complete: false`` and
+    ``pope_missing_answers``."""
     out = {}
     for run, c in zip(runs, collected):
-        flat = {k: v for k, v in c.get("CHAIR", {}).items() if k in ("CHAIRs", "CHAIRi", "Recall", "Len")}
+        flat = {metric_name(k, m): c[k][m] for k, m in SUMMARY if m in c.get(k, {})}
         if "POPE" in c:
-            flat["f1"] = c["POPE"]["mean_f1"]
-            flat["pope_accuracy"] = c["POPE"]["mean_accuracy"]
-            flat["pope_yes_ratio"] = c["POPE"]["mean_yes_ratio"]
             if c["POPE"].get("missing_answers"):
                 flat["pope_complete"] = False
                 flat["pope_missing_answers"] = c["POPE"]["missing_answers"]

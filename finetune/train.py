@@ -8,8 +8,16 @@ one forward over negatives (gradient ascent), positives, gold instruction sample
 ``--sent_w > 0``). Everything the Trainer offers works: ``accelerate launch`` with the DDP / FSDP / DeepSpeed
 configs in ``configs/accelerate/``, gradient accumulation, bf16 autocast with fp32 master weights for the trained
 tensors, resume from the last checkpoint (automatic; ``--restart`` starts over), wandb (offline unless
-``--wandb_user``). Checkpoints hold only the trainable tensors (``trainable.safetensors``); the eval scripts load
-them with ``--{model}_ckpt_load_path``.
+``--wandb_user``; never imported with ``--report_to none``). Checkpoints hold only the trainable tensors
+(``trainable.safetensors``); the eval scripts load them with ``--{model}_ckpt_load_path``.
+
+Provenance: the run's output dir and every ``checkpoint-N/`` get ``lethe_config.json`` (written atomically): every
+EFUF and Trainer field as resolved, the model arguments, the data paths, the command line, package versions and
+the git commit of this checkout (with whether its tree was dirty; null when not a git checkout).
+
+Output: one line per logging step, ``step N loss X  grad_norm G  lr L  nll_pos …  w_pos …  epoch E`` (X is the
+exact EFUF loss, averaged over processes), beside the Trainer's progress bar; the Trainer's own log dicts are not
+printed.
 
 Faults: every data file is read and checked before the model loads (scores on the CLIP scale, images present).
 Resuming takes the newest *complete* ``checkpoint-N`` (``checkpoint_problem``): one that a ``kill -9`` cut short
@@ -30,13 +38,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from common.errors import cli_main, run_cli
 from finetune.data import EfufDataset, check_images, load_gold, load_pos_neg, load_sentences, to_sample
 from finetune.loss import COMPONENTS, EfufWeights, WeightSchedule, efuf_loss
 
 TRAINABLE_FILE = "trainable.safetensors"
+# the EfufConfig fields that name data (recorded on their own in lethe_config.json)
+DATA_FIELDS = ("pos_neg_data_path", "sentence_data_path", "image_dir_path", "llava_data_path", "vqa_image_dir")
 
 
 @dataclass
@@ -128,6 +139,57 @@ class EfufCollator:
                 "efuf_score": torch.tensor([it.score for it in items], dtype=torch.float32)}
 
 
+# ------------------------------------------------------------------------------------------------ log lines
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def log_line(step: int, logs: dict[str, Any]) -> str | None:
+    """The one line printed for a Trainer log: ``step N loss X  k v …`` for a training step (X: the exact EFUF loss
+    when logged, else the Trainer's), a summary line at the end of training, ``eval step N k v …`` otherwise."""
+    if "loss" in logs or "efuf_loss" in logs:
+        parts = [f"step {step} loss {float(logs.get('efuf_loss', logs.get('loss'))):.8f}"]
+        for k, v in logs.items():
+            if k in ("loss", "efuf_loss", "total_flos", "step"):
+                continue
+            if k.startswith("w_") and f"nll_{k[2:]}" not in logs:  # the weight of a component this run lacks
+                continue
+            parts.append(f"{'lr' if k == 'learning_rate' else k} {_fmt(v)}")
+        return "  ".join(parts)
+    if "train_runtime" in logs:
+        line = f"trained {step} steps in {logs['train_runtime']:.1f} s"
+        if "train_steps_per_second" in logs:
+            line += f" ({logs['train_steps_per_second']:.3g} steps/s)"
+        if "train_loss" in logs:
+            line += f"; mean loss {logs['train_loss']:.6g}"
+        return line
+    rest = [f"{k} {_fmt(v)}" for k, v in logs.items() if k not in ("total_flos", "step")]
+    return f"eval step {step}  " + "  ".join(rest) if rest else None
+
+
+class EfufLogLines(TrainerCallback):
+    """Prints ``log_line`` on the main process (in place of the Trainer's ``PrinterCallback`` dicts)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            line = log_line(state.global_step, logs)
+            if line:
+                print(line, flush=True)
+
+
+class EfufProgress(ProgressCallback):
+    """The Trainer's progress bar, with ``log_line`` written above it instead of the log dict."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            line = log_line(state.global_step, logs)
+            if line and self.training_bar is not None:
+                self.training_bar.write(line)
+                sys.stdout.flush()
+            elif line:
+                print(line, flush=True)
+
+
 class EfufTrainer(Trainer):
     """EFUF as a loss: ``compute_loss`` combines per-sample target NLLs with signs, scores and schedules.
 
@@ -138,13 +200,26 @@ class EfufTrainer(Trainer):
 
     loss_is_scaled_for_ga = False  # transformers >= 5.x that has the flag
 
-    def __init__(self, *args, vlm, weights: EfufWeights, **kwargs):
+    def __init__(self, *args, vlm, weights: EfufWeights, model_args: Any = None, **kwargs):
         super().__init__(*args, **kwargs)
         # older 5.x releases decide the division from this flag alone (and count label tokens for nothing)
         self.model_accepts_loss_kwargs = False
-        self.vlm, self.efuf_weights = vlm, weights
+        self.vlm, self.efuf_weights, self.model_args = vlm, weights, model_args
         self._component_logs: dict[str, list[float]] = {}
         self._losses: list[torch.Tensor] = []
+        self._provenance: dict[str, Any] | None = None
+        # one readable line per log (log_line), not the Trainer's dicts as well
+        if self.pop_callback(PrinterCallback) is not None:
+            self.add_callback(EfufLogLines())
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(EfufProgress())
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What this run's checkpoints come from (``lethe_config.json``); gathered once, when first needed."""
+        if self._provenance is None:
+            self._provenance = efuf_provenance(self.args, self.model_args, self.vlm)
+        return self._provenance
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         from common.models import Batch
@@ -179,18 +254,19 @@ class EfufTrainer(Trainer):
             # the exact EFUF loss since the last log, averaged over processes (Trainer's "loss" is rounded)
             local = torch.stack(self._losses).mean().reshape(1).to(self.args.device)
             exact = self.accelerator.gather(local).mean().item()
-            logs["efuf_loss"] = exact
-            if self.is_world_process_zero():
-                print(f"step {self.state.global_step} loss {exact:.8f}", flush=True)
+            logs["efuf_loss"] = exact  # printed as "step N loss X" (log_line)
         self._losses.clear()
         super().log(logs, *args, **kwargs)
 
-    # -- checkpoints: only the trainable tensors
+    # -- checkpoints: only the trainable tensors, and the run's provenance beside them
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         from safetensors.torch import save_file
 
+        from common.checkpoint import write_provenance
         from common.io import atomic_path
 
+        if not self.args.should_save:  # save_model calls this on every process: one writes
+            return
         out = Path(output_dir or self.args.output_dir)
         names = [n for n, p in self.vlm.model.named_parameters() if p.requires_grad]
         if state_dict is None:
@@ -206,15 +282,33 @@ class EfufTrainer(Trainer):
             meta["lora"] = json.dumps(self.vlm.lora_config)
         with atomic_path(out / TRAINABLE_FILE, suffix=".safetensors") as tmp:
             save_file(tensors, str(tmp), metadata=meta)
+        write_provenance(out, self.provenance, global_step=self.state.global_step)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         f = Path(resume_from_checkpoint) / TRAINABLE_FILE
         if not f.is_file():
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        from common.checkpoint import load_state_into, read_state_dict
+        from common.checkpoint import announce_load, load_state_into, read_state_dict
 
         state, meta = read_state_dict(f)
-        load_state_into(self.vlm.model, state, str(f), metadata=meta)
+        announce_load(load_state_into(self.vlm.model, state, str(f), metadata=meta))
+
+
+def efuf_provenance(cfg: EfufConfig, margs: Any, vlm: Any = None) -> dict[str, Any]:
+    """``lethe_config.json`` of an EFUF run: ``training`` (every EFUF and Trainer field, resolved), ``model`` (the
+    model arguments), ``data`` (the data paths), ``trainable``, ``world_size``, versions and git state."""
+    from common.checkpoint import run_provenance
+
+    sections: dict[str, Any] = {
+        "training": cfg.to_dict(),
+        "model": margs if margs is not None else {"model": getattr(vlm, "family", None)},
+        "data": {f: getattr(cfg, f) for f in DATA_FIELDS},
+        "world_size": cfg.world_size,
+    }
+    if vlm is not None:
+        sections["trainable"] = {"scope": str(vlm.scope), "lora": vlm.lora_config,
+                                 "params": sum(p.numel() for p in vlm.model.parameters() if p.requires_grad)}
+    return run_provenance("efuf", sections)
 
 
 def load_data(cfg: EfufConfig) -> EfufDataset:
@@ -248,7 +342,7 @@ def build_trainer(margs, cfg: EfufConfig) -> tuple[EfufTrainer, Any]:
           f"{len(dataset.others.get('gold', []))} gold, {len(dataset.others.get('sent', []))} sentences; "
           f"trainable: {sum(p.numel() for p in vlm.model.parameters() if p.requires_grad):,} params ({cfg.scope})")
     trainer = EfufTrainer(model=vlm.model, args=cfg, train_dataset=dataset, data_collator=EfufCollator(vlm),
-                          vlm=vlm, weights=cfg.weights())
+                          vlm=vlm, weights=cfg.weights(), model_args=margs)
     return trainer, vlm
 
 
@@ -256,12 +350,12 @@ def build_trainer(margs, cfg: EfufConfig) -> tuple[EfufTrainer, Any]:
 def checkpoint_problem(ckpt: str | Path) -> str | None:
     """Why ``checkpoint-N/`` is not a complete checkpoint, or None if it is.
 
-    The Trainer writes a checkpoint's files in this order: ``trainable.safetensors`` (atomically), optimizer,
-    scheduler, scaler and RNG states, and ``trainer_state.json`` last; a process killed on the way (or a rotation
-    killed while deleting an old checkpoint) leaves a folder without some of them. Complete = ``trainer_state.json``
-    parses and has ``global_step``, ``trainable.safetensors`` has a whole safetensors header and data, and every
-    top-level torch file (``*.pt``, ``*.pth``: zip archives, e.g. the optimizer state) is whole. Cheap: no tensor
-    is read.
+    The Trainer writes a checkpoint's files in this order: ``trainable.safetensors`` and ``lethe_config.json``
+    (atomically; the latter is provenance, not needed to resume), optimizer, scheduler, scaler and RNG states, and
+    ``trainer_state.json`` last; a process killed on the way (or a rotation killed while deleting an old checkpoint)
+    leaves a folder without some of them. Complete = ``trainer_state.json`` parses and has ``global_step``,
+    ``trainable.safetensors`` has a whole safetensors header and data, and every top-level torch file (``*.pt``,
+    ``*.pth``: zip archives, e.g. the optimizer state) is whole. Cheap: no tensor is read.
     """
     import json
     import zipfile
@@ -344,6 +438,9 @@ def _training_device(cfg: EfufConfig) -> str:
 
 
 def _setup_wandb(cfg: EfufConfig) -> None:
+    """wandb's environment, only when the run reports to it (with ``--report_to none`` nothing touches wandb)."""
+    if "wandb" not in (cfg.report_to or []) and "all" not in (cfg.report_to or []):
+        return
     if cfg.wandb_user:
         os.environ.setdefault("WANDB_ENTITY", cfg.wandb_user)
     else:
@@ -374,7 +471,10 @@ def main(argv: list[str] | None = None) -> int:
         if resume:
             print(f"resuming from {resume}")
     if trainer.is_world_process_zero():
+        from common.checkpoint import write_provenance
+
         save_config(cfg.output_dir, margs, name="model_config.yaml")
+        write_provenance(cfg.output_dir, trainer.provenance)  # now: a run that dies early still says what it was
         print(f"world size {cfg.world_size}; output {cfg.output_dir}", flush=True)
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(cfg.output_dir)

@@ -144,3 +144,14 @@ def test_saved_checkpoints_get_ordinary_permissions(tiny_dir, tmp_path):
         os.umask(old)
     assert b == tmp_path / "dir" / "trainable.safetensors"
     assert a.stat().st_mode & 0o777 == 0o644 and b.stat().st_mode & 0o777 == 0o644
+
+
+def test_loading_prints_one_line_with_the_tensor_count_and_the_file(tiny_dir, tmp_path, capsys):
+    """load_method_checkpoint (what load_model(..., ckpt_load_path=...) calls) says what it loaded, from where."""
+    vlm = _llava(tiny_dir)
+    _efuf_style_pth(vlm, tmp_path / "llava-efuf.pth")
+    capsys.readouterr()
+    vlm.load_checkpoint(tmp_path)  # a directory: its newest checkpoint file
+    out, err = capsys.readouterr()
+    assert out == ""  # stdout stays for a CLI's results
+    assert err.splitlines() == [f"loaded 4 tensors from {tmp_path / 'llava-efuf.pth'} (dropped 2 legacy buffers)"]

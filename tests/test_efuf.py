@@ -367,3 +367,28 @@ def test_sentence_loss_data_and_training(tiny_dir, images, tmp_path):
     out = tmp_path / "run"
     assert main(_argv(tiny_dir("llava"), data, out, "--max_steps", "1", "--sent_w", "0.5")) == 0
     assert (out / "trainable.safetensors").is_file()
+
+
+@pytest.mark.parametrize("tqdm", ["true", "false"])
+def test_one_log_line_per_step_and_nothing_of_wandb_without_it(tiny_dir, images, tmp_path, capsys, monkeypatch, tqdm):
+    """Each logging step prints one readable "step N loss X …" line (not the Trainer's log dict as well), with or
+    without the progress bar; --report_to none leaves wandb alone (not imported, no WANDB_* set)."""
+    from finetune.train import main
+
+    for var in ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY"):
+        monkeypatch.delenv(var, raising=False)
+    wandb_loaded = {m for m in sys.modules if m == "wandb" or m.startswith("wandb.")}
+    data = _original_format_data(tmp_path / "d", images)
+    capsys.readouterr()
+    assert main(_argv(tiny_dir("llava"), data, tmp_path / "run", "--max_steps", "3", "--save_strategy", "no",
+                      "--disable_tqdm", tqdm)) == 0
+    out = capsys.readouterr().out.splitlines()
+    steps = [ln for ln in out if ln.startswith("step ")]
+    assert [ln.split()[:3] for ln in steps] == [["step", str(n), "loss"] for n in (1, 2, 3)]
+    assert all(" lr 0.001 " in ln and " nll_neg " in ln and " w_sent" not in ln for ln in steps)
+    state_losses = [float(ln.split("loss ")[1].split()[0]) for ln in steps]  # the parser of the 2-process test
+    assert all(math.isfinite(v) for v in state_losses)
+    assert not [ln for ln in out if ln.lstrip().startswith("{")]  # no log dicts
+    assert sum(ln.startswith("trained 3 steps in ") for ln in out) == 1
+    assert {m for m in sys.modules if m == "wandb" or m.startswith("wandb.")} == wandb_loaded
+    assert not {"WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY"} & set(os.environ)

@@ -76,9 +76,9 @@ def test_report_side_by_side_and_chart(tmp_path, capsys):
                         "--output_json", str(tmp_path / "report.json")]) == 0
     lines = md.read_text().splitlines()
     assert lines[0] == "| metric | base | efuf |"
-    assert "| CHAIR CHAIRi | 0.3077 | 0.3636 |" in lines      # 4/13 vs 4/11 (dedup)
-    assert "| POPE mean_f1 | 0.6500 | – |" in lines           # missing in the second run
-    assert "| MME perception | 175.0000 | 175.0000 |" in lines
+    assert "| chair_i | 0.3077 | 0.3636 |" in lines      # 4/13 vs 4/11 (dedup)
+    assert "| pope_f1 | 0.6500 | – |" in lines           # missing in the second run
+    assert "| mme_perception | 175.0000 | 175.0000 |" in lines
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     collected = json.loads((tmp_path / "report.json").read_text())
     assert collected[str(tmp_path / "base")]["POPE"]["random_f1"] == pytest.approx(0.8)
@@ -128,7 +128,7 @@ def test_report_marks_a_partial_result(tmp_path, capsys, monkeypatch):
     assert report.main([str(tmp_path / "full"), str(tmp_path / "half"), "--output_md", str(md), "--summary_json",
                         str(tmp_path / "s.json")]) == 0
     text = md.read_text()
-    assert "| POPE missing_answers | – | 5 |" in text and "| POPE num_questions | – | 8 |" in text
+    assert "| pope_missing_answers | – | 5 |" in text and "| pope_num_questions | – | 8 |" in text
     warning = [ln for ln in text.splitlines() if ln.startswith("**Warning:**")]
     assert len(warning) == 1 and "half: PARTIAL POPE (8 questions, 5 without an answer: popular 2, random 3)" \
         in warning[0]
@@ -150,3 +150,36 @@ def test_report_marks_a_partial_result(tmp_path, capsys, monkeypatch):
     pairs = [report.collect_with_notes(r) for r in runs]
     assert report.bar_chart(runs, [c for c, _ in pairs], tmp_path / "c.png", [n for _, n in pairs])
     assert names == ["full", "half (PARTIAL POPE)"]
+
+
+def test_report_names_every_metric_explicitly_and_labels_the_chart(tmp_path, capsys):
+    """summary json and table: chair_s, chair_i, chair_recall, pope_f1, pope_accuracy … (never a bare f1 or CHAIRs),
+    per run ({"before": …, "after": …}); the chart has a title and the value on every bar."""
+    for run, dedup in (("before", []), ("after", ["--dedup_per_caption"])):
+        assert eval_auto.main(["--caption_eval_path", str(FIX / "captions.jsonl"), "--coco_annotation_dir",
+                               str(FIX / "coco"), "--output_json", str(tmp_path / run / "chair.json"), *dedup]) == 0
+    assert eval_pope.main(["--score_only", "--answers_file", str(FIX / "pope" / "answers.jsonl"), "--question_file",
+                           str(FIX / "pope" / "llava_pope_test.jsonl"), "--annotation_dir", str(FIX / "pope"),
+                           "--output_json", str(tmp_path / "before" / "pope.json")]) == 0
+    runs = [str(tmp_path / "before"), str(tmp_path / "after")]
+    md, s = tmp_path / "summary.md", tmp_path / "summary.json"
+    assert report.main([*runs, "--output_md", str(md), "--summary_json", str(s)]) == 0
+    summary = json.loads(s.read_text())
+    assert set(summary) == {"before", "after"}
+    assert list(summary["before"]) == ["chair_s", "chair_i", "chair_recall", "chair_len", "pope_f1", "pope_accuracy",
+                                       "pope_yes_ratio"]
+    assert list(summary["after"]) == ["chair_s", "chair_i", "chair_recall", "chair_len"]  # no POPE in this run
+    assert summary["before"]["chair_i"] == pytest.approx(4 / 13)
+    assert summary["after"]["chair_i"] == pytest.approx(4 / 11)  # dedup
+    assert summary["before"]["pope_f1"] == pytest.approx(0.65)
+    labels = [line.split("|")[1].strip() for line in md.read_text().splitlines()[2:] if line.startswith("| ")]
+    assert {"chair_s", "chair_i", "chair_recall", "pope_f1", "pope_accuracy", "pope_random_f1"} <= set(labels)
+    assert not {"f1", "CHAIRs", "CHAIRi"} & set(labels) and not any(" " in label for label in labels)
+
+    pairs = [report.collect_with_notes(r) for r in runs]
+    fig = report.chart_figure(runs, [c for c, _ in pairs], [n for _, n in pairs])
+    ax = fig.axes[0]
+    assert ax.get_title() == "Hallucination: before vs after"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["chair_s", "chair_i", "pope_f1", "pope_accuracy"]
+    values = [t.get_text() for t in ax.texts]  # bar_label: one per bar, run by run
+    assert values == ["0.667", "0.308", "0.650", "0.625", "0.667", "0.364", "n/a", "n/a"]

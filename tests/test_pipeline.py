@@ -45,7 +45,9 @@ def test_efuf_pipeline_script_runs_every_step_and_skips_what_is_done(toy_world, 
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) == {"before", "after"}
     for phase in summary.values():
-        assert {"CHAIRs", "CHAIRi", "Recall", "f1"} <= phase.keys()
+        assert {"chair_s", "chair_i", "chair_recall", "pope_f1", "pope_accuracy"} <= phase.keys()
+        assert not {"CHAIRs", "CHAIRi", "Recall", "f1"} & phase.keys()  # explicit names only
+    assert "| chair_s |" in (out / "summary.md").read_text()
     assert (out / "summary.png").stat().st_size > 1000
     assert (out / "ckpt" / "efuf" / "trainable.safetensors").is_file()
     rows = [json.loads(line) for line in (out / "after" / "captions.jsonl").read_text().splitlines()]
@@ -76,6 +78,10 @@ def test_efuf_script_object_back_ends(tmp_path):
     assert "--synonyms" not in obj
     clip = next(c for c in calls if c[0] == "insight/clip.py")
     assert clip[clip.index("--clip_path") + 1] == "openai/clip-vit-base-patch32"  # the CLIP EFUF scored with
+    caps = [c for c in calls if c[0] == "evaluate/eval_caption.py"]
+    assert caps[0][caps[0].index("--num_beams") + 1] == "1"  # training captions: greedy
+    for c in caps[1:]:  # evaluation captions before / after: EFUF's beam 5 with length_penalty 0
+        assert (c[c.index("--num_beams") + 1], c[c.index("--length_penalty") + 1]) == ("5", "0")
     train = next(c for c in calls if c[0] == "finetune/train.py")
     assert train[train.index("--config") + 1] == "configs/efuf/coco_llava.yaml"
 
