@@ -42,6 +42,27 @@ def test_same_seed_same_first_batch_loss_and_cache(small_world, tmp_path):
     assert any("reusing" in line for line in again)
 
 
+def test_cache_stamp_follows_the_model_layer_code_and_the_releases(small_world, tmp_path, monkeypatch):
+    """Cached toy models are reused only with the same prompts / forward map and the same library releases."""
+    import importlib.metadata
+    from pathlib import Path
+
+    from common.toy import pretrain as P
+
+    cfg = _cfg(small_world, tmp_path)
+    base = P._stamp(cfg, small_world)
+    assert {"models/base.py", "models/llava.py", "tiny.py", "toy/pretrain.py"} <= set(P.STAMP_FILES)
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda p: "0.0-other" if p == "transformers" else real_version(p))
+    assert P._stamp(cfg, small_world) != base
+    monkeypatch.setattr(importlib.metadata, "version", real_version)
+    real_read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes",
+                        lambda self: real_read(self) + (b"#" if self.name == "base.py" else b""))
+    assert P._stamp(cfg, small_world) != base  # e.g. a changed default prompt
+
+
 def test_toy_checkpoints_load_like_real_ones(small_world, tmp_path, images):
     from common.models import load_model
 

@@ -400,13 +400,24 @@ def caption_metrics(captions: list[str], data: ToyData) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------------ driver
+# What the cached models depend on besides the config and the data: the code that shapes them (this file, the
+# model layer's prompts and forward map, the tokenizer builder; under common/) and the releases that run it.
+STAMP_FILES = ("toy/pretrain.py", "models/base.py", "models/llava.py", "models/clip.py", "tiny.py")
+STAMP_PACKAGES = ("torch", "transformers", "tokenizers", "open_clip_torch")
+
+
 def _stamp(cfg: PretrainConfig, data_root: Path) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(cfg.key(), sort_keys=True).encode())
     manifest = data_root / "manifest.json"
     h.update(manifest.read_bytes() if manifest.is_file() else b"")
-    for f in ("pretrain.py",):
-        h.update((Path(__file__).parent / f).read_bytes())
+    common = Path(__file__).resolve().parents[1]
+    for f in STAMP_FILES:
+        h.update((common / f).read_bytes())
+    import importlib.metadata as md
+
+    for pkg in STAMP_PACKAGES:
+        h.update(f"{pkg}=={md.version(pkg)}".encode())
     return h.hexdigest()
 
 
