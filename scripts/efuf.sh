@@ -44,6 +44,8 @@ fi
 RUN_NAME="${RUN_NAME:-efuf}"
 mkdir -p "$OUT"
 step() { echo; echo "== $*"; }
+# true (and says so) when a step's output exists: the step is skipped
+done_already() { [ -s "$1" ] && echo "(skipped: $1 exists from an earlier run; delete it to redo this step)"; }
 model_flags=(--model "$MODEL" "--${MODEL}_path" "$MODEL_PATH")
 vocab_flags=()
 [ -n "$SYNONYMS" ] && vocab_flags+=(--synonyms "$SYNONYMS")
@@ -57,30 +59,30 @@ case "$OBJECT_BACKEND" in
 esac
 
 step "1/7 captions of $N_TRAIN_CAPTIONS training images -> $OUT/train_captions.jsonl"
-[ -s "$OUT/train_captions.done" ] || {
+done_already "$OUT/train_captions.done" || {
   "$PY" evaluate/eval_caption.py "${model_flags[@]}" --image_dir "$TRAIN_IMAGES" --num_images "$N_TRAIN_CAPTIONS" \
     --prompt "$CAPTION_PROMPT" --max_new_tokens "$MAX_NEW_TOKENS" --num_beams "$NUM_BEAMS" \
     --batch_size "$BATCH_SIZE" --caption_eval_path "$OUT/train_captions.jsonl"
   echo ok > "$OUT/train_captions.done"; }
 
 step "2/7 objects ($OBJECT_BACKEND back end) -> $OUT/objects.jsonl"
-[ -s "$OUT/objects.done" ] || {
+done_already "$OUT/objects.done" || {
   "$PY" insight/object.py --captions_path "$OUT/train_captions.jsonl" --output_path "$OUT/objects.jsonl" \
     "${object_flags[@]}"
   echo ok > "$OUT/objects.done"; }
 
 step "3/7 CLIP image-object scores -> $OUT/clip_scores.jsonl"
-[ -s "$OUT/clip_scores.done" ] || {
+done_already "$OUT/clip_scores.done" || {
   "$PY" insight/clip.py ${CLIP_CONFIG:+--config "$CLIP_CONFIG"} --objects_path "$OUT/objects.jsonl" \
     --image_dir "$TRAIN_IMAGES" --clip_path "$CLIP_PATH" --output_path "$OUT/clip_scores.jsonl"
   echo ok > "$OUT/clip_scores.done"; }
 
 step "4/7 unlearning data -> $OUT/pos_neg.json, $OUT/sentences.json"
-[ -s "$OUT/pos_neg.json" ] || "$PY" finetune/format_data.py --scores_path "$OUT/clip_scores.jsonl" \
+done_already "$OUT/pos_neg.json" || "$PY" finetune/format_data.py --scores_path "$OUT/clip_scores.jsonl" \
   --pos_neg_data_path "$OUT/pos_neg.json" --sentence_data_path "$OUT/sentences.json"
 
 step "5/7 EFUF training -> $OUT/ckpt/$RUN_NAME"
-[ -s "$OUT/ckpt/$RUN_NAME/trainable.safetensors" ] || "$PY" finetune/train.py --config "$TRAIN_CONFIG" \
+done_already "$OUT/ckpt/$RUN_NAME/trainable.safetensors" || "$PY" finetune/train.py --config "$TRAIN_CONFIG" \
   "${model_flags[@]}" "--${MODEL}_ckpt_save_path" "$OUT/ckpt" --run_name "$RUN_NAME" \
   --pos_neg_data_path "$OUT/pos_neg.json" --sentence_data_path "$OUT/sentences.json" \
   --image_dir_path "$TRAIN_IMAGES" --llava_data_path "$GOLD" --vqa_image_dir "$GOLD_IMAGES" ${EXTRA_TRAIN_ARGS:-}
@@ -89,7 +91,7 @@ for phase in before after; do
   ck=(); [ "$phase" = after ] && ck=("--${MODEL}_ckpt_load_path" "$OUT/ckpt/$RUN_NAME")
   step "6/7 [$phase] captions of $N_EVAL held-out images -> CHAIR"
   mkdir -p "$OUT/$phase"
-  [ -s "$OUT/$phase/chair.json" ] || {
+  done_already "$OUT/$phase/chair.json" || {
     "$PY" evaluate/eval_caption.py "${model_flags[@]}" "${ck[@]}" --image_dir "$EVAL_IMAGES" \
       --objects_file "$OUT/objects.jsonl" --num_images "$N_EVAL" --prompt "$EVAL_PROMPT" \
       --max_new_tokens "$MAX_NEW_TOKENS" --num_beams "$EVAL_BEAMS" --length_penalty "$LENGTH_PENALTY" \
@@ -98,7 +100,7 @@ for phase in before after; do
       --coco_annotation_dir "$EVAL_ANNOTATIONS" "${vocab_flags[@]}" "${chair_flags[@]}" \
       --output_json "$OUT/$phase/chair.json"; }
   step "7/7 [$phase] POPE"
-  [ -s "$OUT/$phase/pope.json" ] || "$PY" evaluate/eval_pope.py "${model_flags[@]}" "${ck[@]}" \
+  done_already "$OUT/$phase/pope.json" || "$PY" evaluate/eval_pope.py "${model_flags[@]}" "${ck[@]}" \
     --question_file "$POPE_DIR/llava_pope_test.jsonl" --annotation_dir "$POPE_DIR" --image_dir "$POPE_IMAGES" \
     --answers_file "$OUT/$phase/pope_answers.jsonl" --output_json "$OUT/$phase/pope.json" \
     --batch_size "$BATCH_SIZE" --max_new_tokens 8

@@ -40,8 +40,10 @@ def test_efuf_pipeline_script_runs_every_step_and_skips_what_is_done(toy_world, 
     second = subprocess.run(["bash", str(ROOT / "scripts" / "efuf.sh")], env=env, capture_output=True, text=True,
                             timeout=900, cwd=ROOT)
     assert second.returncode == 0, second.stderr[-3000:]
-    # steps 1-4 were skipped the second time: their outputs existed and were not rewritten
+    # steps 1-4 were skipped the second time: their outputs existed and were not rewritten, and it said so
     assert {f: (out / f).stat().st_mtime_ns for f in done} == done
+    for f in ("train_captions.done", "objects.done", "clip_scores.done", "pos_neg.json"):
+        assert f"(skipped: {out / f} exists" in second.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) == {"before", "after"}
     for phase in summary.values():
@@ -58,6 +60,7 @@ def _efuf_sh_calls(tmp_path, **env_vars) -> tuple[subprocess.CompletedProcess, l
     """Run scripts/efuf.sh with a stand-in interpreter that records each command line (the wiring, not the work)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     log = tmp_path / "calls.jsonl"
+    log.unlink(missing_ok=True)
     stub = tmp_path / "py"
     stub.write_text(f"#!{sys.executable}\nimport json, sys\n"
                     f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
@@ -91,6 +94,17 @@ def test_efuf_script_object_back_ends(tmp_path):
     assert obj[obj.index("--synonyms") + 1] == "my_vocab.txt"
     chair = next(c for c in calls if c[0] == "evaluate/eval_auto.py")
     assert chair[chair.index("--synonyms") + 1] == "my_vocab.txt"
+
+    # a re-run says which steps it skips (here: all of them, every output is present)
+    out = tmp_path / "vocab" / "out"
+    for f in ("train_captions.done", "objects.done", "clip_scores.done", "pos_neg.json",
+              "ckpt/efuf/trainable.safetensors", "before/chair.json", "before/pope.json", "after/chair.json",
+              "after/pope.json"):
+        (out / f).parent.mkdir(parents=True, exist_ok=True)
+        (out / f).write_text("x")
+    run, calls = _efuf_sh_calls(tmp_path / "vocab", SYNONYMS="my_vocab.txt")
+    assert run.returncode == 0 and run.stdout.count("(skipped: ") == 9
+    assert [c[0] for c in calls] == ["evaluate/report.py"]
 
     run, calls = _efuf_sh_calls(tmp_path / "nollm", OBJECT_BACKEND="llm")
     assert run.returncode == 2 and "OBJECT_BACKEND=llm needs LLM_PATH" in run.stderr and not calls
