@@ -13,7 +13,7 @@ export DATA="${DATA:-dataset/toy}"
 CKPT="${CKPT:-checkpoints/toy}"
 export OUT="${OUT:-results/quickstart}"
 start=$(date +%s)
-"$PYTHON_BIN" -c "import sys, importlib.metadata as m; print('versions: python', sys.version.split()[0], *(f'{p} {m.version(p)}' for p in ('torch', 'transformers', 'trl', 'peft', 'accelerate', 'open_clip_torch', 'tokenizers')), sep=', ')"
+"$PYTHON_BIN" -c "import sys, importlib.metadata as m; print('versions:', ', '.join([f'python {sys.version.split()[0]}'] + [f'{p} {m.version(p)}' for p in ('torch', 'transformers', 'trl', 'peft', 'accelerate', 'open_clip_torch', 'tokenizers')]))"
 
 echo "== toy world -> $DATA"
 "$PYTHON_BIN" -m common.toy generate --out "$DATA" --seed "$SEED"
