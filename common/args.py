@@ -6,7 +6,9 @@ family: ``--model llava --llava_path P --llava_ckpt_load_path C --llava_ckpt_sav
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -36,17 +38,20 @@ class ModelArguments:
     prompt_style: Optional[str] = field(default=None, metadata={
         "help": "official (default: the original project's conversation, tokenized as its code does) or hf (the "
                 "processor's chat template, one tokenizer pass)", "choices": ["official", "hf"]})
+    verbose: bool = field(default=False, metadata={
+        "help": "show transformers' model-loading progress bars and info logs (default: quiet; warnings show)"})
 
     def load(self, **overrides: Any):
         """Load the model these arguments describe."""
         from common.models import load_model
 
         kw = dict(dtype=self.dtype, device=self.device, attn_implementation=self.attn_implementation,
-                  trust_remote_code=self.trust_remote_code)
+                  trust_remote_code=self.trust_remote_code, verbose=self.verbose)
         if self.prompt_style is not None:
             kw["prompt_style"] = self.prompt_style
         if self.model == "clip":
-            kw = dict(dtype=self.dtype if self.dtype != "auto" else "float32", device=self.device)
+            kw = dict(dtype=self.dtype if self.dtype != "auto" else "float32", device=self.device,
+                      verbose=self.verbose)
         kw.update(overrides)
         return load_model(self.model, self.model_path, ckpt_load_path=self.ckpt_load_path,
                           lora_path=self.lora_path, **kw)
@@ -120,20 +125,120 @@ def flag_value(argv: list[str], name: str) -> str | None:
     return None
 
 
+def _family_names() -> dict[str, type]:
+    from common.models import FAMILIES
+
+    return FAMILIES
+
+
+def _same_family(a: str, b: str) -> bool:
+    """``a`` and ``b`` name the same family (``minigpt`` is EFUF's name for ``minigpt4``)."""
+    fams = _family_names()
+    return a == b or (a in fams and b in fams and fams[a] is fams[b])
+
+
+def family_flag(key: str) -> tuple[str, str] | None:
+    """``(family, suffix)`` when ``key`` is an EFUF per-family flag name (``owl_ckpt_load_path`` → owl, ...)."""
+    key = key.replace("-", "_")
+    for fam in sorted(_family_names(), key=len, reverse=True):  # llava_next before llava
+        for suffix in FAMILY_FLAG_SUFFIXES:
+            if key == f"{fam}_{suffix}":
+                return fam, suffix
+    return None
+
+
 def _rewrite_family_key(key: str, model: str | None, own_fields: set[str]) -> str:
     if model is None or key in own_fields:
         return key
-    for suffix, generic in FAMILY_FLAG_SUFFIXES.items():
-        if key == f"{model}_{suffix}" and generic in own_fields:
-            return generic
+    hit = family_flag(key)
+    if hit and _same_family(hit[0], model) and FAMILY_FLAG_SUFFIXES[hit[1]] in own_fields:
+        return FAMILY_FLAG_SUFFIXES[hit[1]]
     return key
+
+
+def _name_hint(key: str, options: Sequence[str], model: str | None,
+               generic_fields: Sequence[str]) -> tuple[tuple[str, str, str | None] | None, str | None]:
+    """For an unknown flag/key name: ``((family, suffix, this model's spelling), None)`` when it is a per-family
+    name of another family than ``model``; else ``(None, the closest known name or None)``."""
+    names = {o.lstrip("-").replace("-", "_") for o in options if o.startswith("--")} - {"help"}
+    hit = family_flag(key)
+    if hit and model and "model" in names and not _same_family(hit[0], model):
+        fam, suffix = hit
+        alt = f"{model}_{suffix}" if FAMILY_FLAG_SUFFIXES[suffix] in generic_fields else None
+        return (fam, suffix, alt), None
+    if model:
+        names |= {f"{model}_{suffix}" for suffix, generic in FAMILY_FLAG_SUFFIXES.items() if generic in generic_fields}
+    close = difflib.get_close_matches(key.replace("-", "_"), sorted(names), n=1, cutoff=0.6)
+    return None, (close[0] if close else None)
+
+
+def unknown_flag_message(arg: str, options: Sequence[str], model: str | None = None,
+                         generic_fields: Sequence[str] = ()) -> str:
+    """One line for an argument no parser option takes: a per-family flag of another family than ``--model``
+    (``--owl_path`` with ``--model llava``), else the closest known flag (difflib), else a pointer to --help.
+
+    ``options``: the parser's option strings; ``generic_fields``: the generic fields behind the per-family flags
+    (``model_path``, ...), whose ``--{model}_*`` spellings are suggested too."""
+    if not arg.startswith("-"):
+        return f"unexpected argument {arg!r} (a value without a flag before it?)"
+    flag = arg.split("=", 1)[0]
+    other, close = _name_hint(flag.lstrip("-"), options, model, generic_fields)
+    if other:
+        fam, _, alt = other
+        use = f"use --{alt} or --model {fam}" if alt else f"use --model {fam}"
+        return f"{flag} belongs to model {fam} while --model is {model}; {use}"
+    if close:
+        return f"unknown flag {flag} (did you mean --{close}?)"
+    return f"unknown flag {flag} (see --help for the flags)"
+
+
+def unknown_key_message(config_path: str, key: str, options: Sequence[str], model: str | None = None,
+                        generic_fields: Sequence[str] = ()) -> str:
+    """The yaml counterpart of :func:`unknown_flag_message`, naming the config file."""
+    other, close = _name_hint(key, options, model, generic_fields)
+    if other:
+        fam, _, alt = other
+        use = f"use {alt} or model: {fam}" if alt else f"use model: {fam}"
+        return f"{config_path}: key {key!r} belongs to model {fam} while the model is {model}; {use}"
+    return f"{config_path}: unknown key {key!r}" + (f" (did you mean {close!r}?)" if close else "")
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make argparse's own errors of ``parser`` (and its subparsers) one line: ``error: argument --lr: invalid
+    float value: 'x'`` (a bad value or choice, a missing required flag) on stderr without the usage block, then exit
+    status 2 (``SystemExit``, as argparse does). ``--help`` still prints the usage."""
+    import sys
+
+    def error(message: str):
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+    parser.error = error  # type: ignore[method-assign]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                one_line_errors(sub)
+    return parser
+
+
+def strict_parse(parser: argparse.ArgumentParser, argv: Sequence[str], model: str | None = None,
+                 generic_fields: Sequence[str] = ("model_path", "ckpt_load_path")) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` for plain argparse CLIs, with one-line errors and, for an unknown flag, the
+    suggestions of :func:`unknown_flag_message`."""
+    one_line_errors(parser)
+    ns, rest = parser.parse_known_args(list(argv))
+    if rest:
+        options = [o for a in parser._actions for o in a.option_strings]
+        raise LetheError(unknown_flag_message(rest[0], options, model, generic_fields))
+    return ns
 
 
 def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple:
     """Parse ``argv`` (default: sys.argv[1:]) into instances of ``dataclass_types``.
 
-    ``--config x.yaml`` supplies defaults; EFUF per-family flags are mapped; an unknown model name or an
-    unknown yaml key raises ``LetheError`` with the valid choices.
+    ``--config x.yaml`` supplies defaults; EFUF per-family flags are mapped; an unknown model name, an unknown
+    yaml key or flag (with the closest valid ones) or another family's flag than ``--model``'s raises
+    ``LetheError`` (one line); argparse's own errors (a bad value) print one ``error:`` line and exit with status 2.
     """
     import sys
 
@@ -150,23 +255,33 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
         model = next(f.default for t in dataclass_types for f in dataclasses.fields(t) if f.name == "model")
     if "model" in own_fields and model not in FAMILIES:
         raise LetheError(f"unknown model {model!r}; valid: {', '.join(FAMILIES)}")
+    if "model" not in own_fields:
+        model = None
+    generic = sorted(set(FAMILY_FLAG_SUFFIXES.values()) & own_fields)
 
+    parser = HfArgumentParser(list(dataclass_types))
+    one_line_errors(parser)
+    options = [o for a in parser._actions for o in a.option_strings]
     defaults: dict[str, Any] = {}
     for key, value in cfg.items():
         key2 = _rewrite_family_key(str(key).replace("-", "_"), model, own_fields)
         if key2 not in own_fields:
-            raise LetheError(f"{config_path}: unknown key {key!r}")
+            raise LetheError(unknown_key_message(config_path, str(key), options, model, generic))
         defaults[key2] = value
     rewritten = []
     for a in argv:
-        m = re.match(r"^--([A-Za-z0-9_]+)(=.*)?$", a)
+        m = re.match(r"^--([A-Za-z0-9_-]+)(=.*)?$", a)
         if m:
-            a = "--" + _rewrite_family_key(m.group(1), model, own_fields) + (m.group(2) or "")
+            key = _rewrite_family_key(m.group(1).replace("-", "_"), model, own_fields)
+            if key != m.group(1).replace("-", "_"):  # a per-family flag mapped to its generic field
+                a = "--" + key + (m.group(2) or "")
         rewritten.append(a)
 
-    parser = HfArgumentParser(list(dataclass_types))
     parser.set_defaults(**defaults)
-    return tuple(parser.parse_args_into_dataclasses(args=rewritten))
+    *parsed, rest = parser.parse_args_into_dataclasses(args=rewritten, return_remaining_strings=True)
+    if rest:
+        raise LetheError(unknown_flag_message(rest[0], options, model, generic))
+    return tuple(parsed)
 
 
 def save_config(run_dir: str | os.PathLike, *objs: Any, name: str = "config.yaml") -> Path:

@@ -1,6 +1,7 @@
 """Atomic file writes, jsonl readers/appenders and image loading with clear errors."""
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import os
@@ -51,13 +52,50 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2)
     atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
+#: what the readers decode with: UTF-8, a leading byte-order mark (Windows editors write one) skipped
+READ_ENCODING = "utf-8-sig"
+
+
+def not_utf8_error(path: str | os.PathLike, err: UnicodeDecodeError | None = None) -> LetheError:
+    """The error for a text input that is not UTF-8: ``file:line`` and the byte offset of the first bad byte.
+
+    Only called once decoding has failed: the file is scanned again line by line (as bytes) to find the place,
+    since a text reader decodes ahead in blocks and cannot say which line it was on.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            offset = 0
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    return LetheError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at byte offset "
+                                      f"{offset + e.start}); save the file as UTF-8")
+                offset += len(raw)
+    except OSError:
+        pass
+    reason = f" ({err.reason})" if err is not None else ""
+    return LetheError(f"{path}: not UTF-8 text{reason}; save the file as UTF-8")
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file's content; a missing file or a non-UTF-8 byte raises naming the file (and line)."""
     path = Path(path)
     if not path.is_file():
         raise LetheError(f"{path}: file not found")
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return path.read_text(encoding=READ_ENCODING)
+    except UnicodeDecodeError as e:
+        raise not_utf8_error(path, e) from None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file's value; missing, non-UTF-8 or malformed files raise naming ``file:line``."""
+    path = Path(path)
+    text = read_text(path)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise LetheError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
 
@@ -68,22 +106,30 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
         yield obj
 
 
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text file, streamed; a non-UTF-8 byte raises naming its line."""
+    with open(path, encoding=READ_ENCODING) as f:
+        try:
+            yield from enumerate(f, 1)
+        except UnicodeDecodeError as e:
+            raise not_utf8_error(path, e) from None
+
+
 def iter_jsonl_numbered(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """``(line number, object)`` for each non-blank line; a malformed or non-object line raises naming it."""
     path = Path(path)
     if not path.is_file():
         raise LetheError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                raise LetheError(f"{path}:{lineno}: malformed JSON line") from None
-            if not isinstance(obj, dict):
-                raise LetheError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+    for lineno, line in _text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            raise LetheError(f"{path}:{lineno}: malformed JSON line") from None
+        if not isinstance(obj, dict):
+            raise LetheError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
@@ -121,23 +167,35 @@ def repair_jsonl_tail(path: str | os.PathLike) -> bool:
 def load_done_ids(path: str | os.PathLike, key: str) -> set[str]:
     """Ids (as strings) already in a resumable jsonl output; a missing file means none.
 
-    An unfinished last line (no trailing newline, the writer was killed) is ignored: resuming cuts it first.
+    An unfinished last line (no trailing newline, the writer was killed, maybe inside a multi-byte character) is
+    ignored: resuming cuts it first.
     """
     path = Path(path)
     if not path.is_file():
         return set()
     done: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
-    for lineno, line in enumerate(lines, 1):
+    data = path.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    lines = data.splitlines(keepends=True)  # \n, \r\n and \r, as a text-mode file splits them
+    for lineno, raw in enumerate(lines, 1):
+        unfinished = lineno == len(lines) and not raw.endswith((b"\n", b"\r"))
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if unfinished:
+                break
+            raise not_utf8_error(path, e) from None
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError:
-            if lineno == len(lines) and not line.endswith("\n"):
+            if unfinished:
                 break
             raise LetheError(f"{path}:{lineno}: malformed JSON line") from None
+        if not isinstance(obj, dict):
+            raise LetheError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         if key not in obj:
             raise LetheError(f"{path}:{lineno}: no {key!r} field")
         done.add(str(obj[key]))
@@ -154,5 +212,5 @@ def load_image(path: str | os.PathLike):
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise LetheError(f"{path}: cannot decode image ({e.__class__.__name__})") from None

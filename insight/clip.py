@@ -50,6 +50,7 @@ class ClipScoreArguments:
                                                           "while CLIP encodes (the original used none)"})
     device: str = field(default="auto")
     restart: bool = field(default=False, metadata={"help": "ignore an existing output file"})
+    verbose: bool = field(default=False, metadata={"help": "show the model-loading progress bars"})
 
 
 @lru_cache(maxsize=64)
@@ -145,10 +146,15 @@ class WindowScorer:
 
 
 class _PreparedImages(torch.utils.data.Dataset):
-    """Rows → (decoded image's preprocessed crops, averaging matrix), for DataLoader workers."""
+    """Rows → (decoded image's preprocessed crops, averaging matrix), for DataLoader workers.
 
-    def __init__(self, scorer: WindowScorer, rows: Sequence[dict], image_dir: str):
-        self.scorer, self.rows, self.image_dir = scorer, rows, image_dir
+    A missing or undecodable image comes back as its error message (a ``str``) instead of raising: an exception
+    raised in a worker process reaches the main process wrapped in the worker's traceback, so the message travels
+    as data and the main process raises it as the CLI's one ``error:`` line, with any number of workers."""
+
+    def __init__(self, scorer: WindowScorer, rows: Sequence[dict], image_dir: str,
+                 where: Sequence[str] | None = None):
+        self.scorer, self.rows, self.image_dir, self.where = scorer, rows, image_dir, where
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -156,7 +162,10 @@ class _PreparedImages(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         from common.io import load_image
 
-        return self.scorer.prepare(load_image(Path(self.image_dir) / self.rows[i]["image"]))
+        try:
+            return self.scorer.prepare(load_image(Path(self.image_dir) / self.rows[i]["image"]))
+        except LetheError as e:
+            return f"{e} (listed at {self.where[i]})" if self.where else str(e)
 
 
 def _row_key(row: dict) -> str:
@@ -170,11 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     from common.models import load_model
 
     (a,) = parse_args([ClipScoreArguments], argv)
-    rows = []
+    rows, line_of = [], {}
     for n, r in iter_jsonl_numbered(a.objects_path):
         if "image" not in r or not isinstance(r.get("objects"), list):
             raise LetheError(f"{a.objects_path}:{n}: a row needs 'image' and an 'objects' list")
         rows.append(r)
+        line_of[id(r)] = n
     out = Path(a.output_path)
     if a.restart and out.exists():
         out.unlink()
@@ -184,15 +194,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(rows)} captions, {len(rows) - len(todo)} already scored, {len(todo)} to go")
     if not todo:
         return 0
-    clip = load_model("clip", a.clip_path, backend=a.clip_backend, device=a.device)
+    clip = load_model("clip", a.clip_path, backend=a.clip_backend, device=a.device, verbose=a.verbose)
     scorer = WindowScorer(clip, a.patch_size, a.window_size, a.average_top_k, a.clip_prompt, a.max_object_words,
                           a.batch_size)
     from tqdm.auto import tqdm
 
     chunk = max(1, a.batch_size // 8)  # images per CLIP step (~8 windows each at EFUF's settings: batch_size crops)
-    loader = torch.utils.data.DataLoader(_PreparedImages(scorer, todo, a.image_dir), batch_size=chunk,
+    where = [f"{a.objects_path}:{line_of[id(r)]}" for r in todo]
+    loader = torch.utils.data.DataLoader(_PreparedImages(scorer, todo, a.image_dir, where), batch_size=chunk,
                                          num_workers=a.num_workers, collate_fn=list)
     for i, prepared in enumerate(tqdm(loader, desc="clip scores")):
+        failed = next((p for p in prepared if isinstance(p, str)), None)
+        if failed is not None:  # the rows scored so far are kept: a re-run resumes after fixing the image
+            raise LetheError(failed)
         part = todo[i * chunk:(i + 1) * chunk]
         names = [[o["text"] if isinstance(o, dict) else str(o) for o in r["objects"]] for r in part]
         scores = scorer.score_prepared(prepared, names)

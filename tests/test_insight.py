@@ -278,6 +278,37 @@ def test_clip_cli_bad_row_line_number_counts_blank_lines(tiny_dir, toy_world, to
     assert f"{bad}:3:" in _error_lines(capsys)[0]
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("problem", ["missing", "corrupt"])
+def test_clip_cli_bad_image_is_one_line_naming_it_and_its_row(problem, workers, tiny_dir, toy_world, toy_objects,
+                                                              tmp_path, capsys):
+    """A missing or undecodable image, decoded in a DataLoader worker or in the main process: one ``error:`` line
+    with the image path and the objects file line (no worker traceback); the rows scored before it are kept."""
+    import shutil
+
+    image_dir = tmp_path / "images"
+    shutil.copytree(toy_world / "images" / "train", image_dir)
+    rows = _jsonl(toy_objects)
+    bad_row = 4  # line 4 of the objects file: a later image than the first chunks
+    bad_image = image_dir / rows[bad_row - 1]["image"]
+    if problem == "missing":
+        bad_image.unlink()
+    else:
+        bad_image.write_bytes(b"this is not an image")
+    out = tmp_path / "scores.jsonl"
+    argv = _clip_argv(tiny_dir, toy_world, toy_objects, out, "--num_workers", str(workers), "--batch_size", "8")
+    argv[argv.index("--image_dir") + 1] = str(image_dir)
+    assert clip_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "DataLoader worker" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    what = "image not found" if problem == "missing" else "cannot decode image"
+    assert lines == [f"error: {bad_image}: {what}" + ("" if problem == "missing" else " (UnidentifiedImageError)")
+                     + f" (listed at {toy_objects}:{bad_row})"]
+    scored = _jsonl(out)  # one image per chunk at --batch_size 8: the rows before the bad one were written
+    assert [r["image"] for r in scored] == [r["image"] for r in rows[:bad_row - 1]]
+
+
 # ============================================================================================== insight/object.py vocab
 COCO_ROWS = [
     {"image_id": 1, "image": "a.jpg", "caption": "A man riding a bicycle next to two dogs and a teddy bear."},

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from common.errors import LetheError
-from common.models.base import IGNORE_INDEX, PROMPT_STYLES, SCOPES, Batch, Sample, VisionLanguageModel
+from common.models.base import (IGNORE_INDEX, PROMPT_STYLES, SCOPES, Batch, Sample, VisionLanguageModel,
+                                quiet_loading)
 from common.models.blip2 import Blip2VLM, InstructBlipVLM
 from common.models.clip import ClipModel
 from common.models.llava import LlavaNextVLM, LlavaVLM
@@ -36,24 +37,28 @@ def family_class(name: str) -> type:
 
 
 def load_model(family: str, path: str, ckpt_load_path: str | None = None, lora_path: str | None = None,
-               **kwargs: Any):
+               verbose: bool = False, **kwargs: Any):
     """Load ``family`` from ``path`` (hub id or dir); optionally a method checkpoint and/or a LoRA adapter.
+
+    A checkpoint of another family is refused from its config.json before any weights are read. Loading is quiet
+    (no "Loading weights" progress bars, no info logs; warnings stay) unless ``verbose``.
 
     kwargs: ``dtype`` ("auto", "float32", "bfloat16", ...), ``device``, ``device_map``, ``attn_implementation``,
     ``trust_remote_code`` (off unless asked), ``prompt_style`` ("official", the default: the original project's
     conversation and tokenization; "hf": the processor's chat template in one tokenizer pass), ``backend`` for clip.
     """
     cls = family_class(family)
-    model = cls.from_pretrained(path, **kwargs)
-    if lora_path:
-        if not isinstance(model, VisionLanguageModel):
-            raise LetheError(f"--lora_path is not supported for {family}")
-        from peft import PeftModel
+    with quiet_loading(verbose):
+        model = cls.from_pretrained(path, **kwargs)
+        if lora_path:
+            if not isinstance(model, VisionLanguageModel):
+                raise LetheError(f"--lora_path is not supported for {family}")
+            from peft import PeftModel
 
-        model.model = PeftModel.from_pretrained(model.model, lora_path)
-        model.model.eval()
-    if ckpt_load_path:
-        model.load_checkpoint(ckpt_load_path)
+            model.model = PeftModel.from_pretrained(model.model, lora_path)
+            model.model.eval()
+        if ckpt_load_path:
+            model.load_checkpoint(ckpt_load_path)
     return model
 
 

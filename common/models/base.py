@@ -107,6 +107,141 @@ def get_submodule(root: nn.Module, path: str) -> nn.Module | nn.Parameter | None
     return obj
 
 
+# ---------------------------------------------------------------------------------------------------- checkpoint family
+def is_original_llava_config(cfg: dict) -> bool:
+    """An original LLaVA-1.5 / ShareGPT4V ``config.json`` (a Llama config plus ``mm_*`` fields, no ``text_config``):
+    only the ``share4v`` family loads it (converting it on the fly); transformers' Llava would build a random model."""
+    return "text_config" not in cfg and ("mm_vision_tower" in cfg or "mm_projector_type" in cfg)
+
+
+def is_image_text_to_text_config(cfg: dict) -> bool | None:
+    """Whether ``AutoModelForImageTextToText`` builds this config (native families included once registered);
+    None when transformers does not know the model type (it may be remote code: the loader decides)."""
+    from transformers import AutoModelForImageTextToText
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    model_type = cfg.get("model_type")
+    if not isinstance(model_type, str) or "auto_map" in cfg:
+        return None
+    try:
+        config_cls = CONFIG_MAPPING[model_type]
+    except KeyError:
+        return None
+    return config_cls in AutoModelForImageTextToText._model_mapping
+
+
+def checkpoint_config(path: str) -> dict | None:
+    """The ``config.json`` of a checkpoint dir (or of a Hub id already in the local cache / reachable), read before
+    any weights; ``{"model_type": "open_clip"}`` for an open_clip dir; None when there is nothing to read."""
+    from common.io import read_json
+
+    p = Path(path)
+    if p.is_dir():
+        if (p / "config.json").is_file():
+            f = p / "config.json"
+        elif (p / "open_clip_config.json").is_file():
+            return {"model_type": "open_clip"}
+        else:
+            return None
+    elif not p.exists() and path.count("/") == 1 and not p.is_absolute() and not path.startswith("."):
+        try:  # a Hub id: the loader fetches this file first anyway
+            from transformers.utils import cached_file
+
+            found = cached_file(path, "config.json", _raise_exceptions_for_missing_entries=False,
+                                _raise_exceptions_for_connection_errors=False,
+                                _raise_exceptions_for_gated_repo=False)
+        except Exception:  # noqa: BLE001 (no network, no such repo, ...: the loader says it better)
+            return None
+        if not found:
+            return None
+        f = Path(found)
+    else:
+        return None
+    cfg = read_json(f)
+    return cfg if isinstance(cfg, dict) else None
+
+
+def suggest_family(cfg: dict, exclude: str | None = None) -> str | None:
+    """The first registered family that loads a checkpoint with this config (``hf`` only if no other does)."""
+    from common.models import FAMILIES
+
+    fallback = None
+    for name, cls in FAMILIES.items():
+        if name == exclude or getattr(cls, "family", name) != name or not hasattr(cls, "accepts_config"):
+            continue  # the asked family itself, aliases (minigpt), foreign classes
+        if cls.accepts_config(cfg) is True:
+            if name == "hf":
+                fallback = name
+                continue
+            return name
+    return fallback
+
+
+def check_checkpoint_family(path: str, family_cls: type, family: str | None = None) -> None:
+    """Refuse a checkpoint of another family before any weights are read (transformers would build the asked class
+    with random weights and fail later in a shape error, or build a 7B model from defaults).
+
+    The message names the checkpoint's ``model_type`` and ``architectures`` and, where a registered family loads
+    it, the ``--model`` to use.
+    """
+    cfg = checkpoint_config(path)
+    if cfg is None:
+        return
+    family = family or family_cls.family
+    verdict = family_cls.accepts_config(cfg)
+    if verdict is True or (verdict is None and suggest_family(cfg, exclude=family) in (None, "hf")):
+        return  # None: a model type transformers does not know and no family claims (remote code?): let it try
+    model_type = cfg.get("model_type") or "unknown"
+    archs = cfg.get("architectures") or []
+    what = f"an {model_type}" if model_type[:1].lower() in "aeiou" else f"a {model_type}"
+    what += " checkpoint"
+    original = is_original_llava_config(cfg)
+    if original:
+        what += " in the original LLaVA layout"
+    if isinstance(archs, list) and archs:
+        what += f" ({', '.join(map(str, archs))})"
+    msg = f"{path} is {what}, not {family}"
+    suggestion = suggest_family(cfg, exclude=family)
+    if suggestion:
+        msg += f"; use --model {suggestion}"
+        if original and suggestion == "share4v":
+            msg += (f" (it converts this layout when loading) or convert it once: python -m common.convert llava "
+                    f"--src {path} --out DIR")
+    elif family == "hf":
+        msg += " (--model hf loads image-text-to-text models)"
+    raise LetheError(msg)
+
+
+@contextlib.contextmanager
+def quiet_loading(verbose: bool = False):
+    """Model loading without transformers' progress bars ("Loading weights: 100%|...") and info logs, unless
+    ``verbose``. Warnings and errors still show; Hub download bars too (a download is real waiting). The previous
+    settings come back afterwards."""
+    if verbose:
+        yield
+        return
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    bars, hub_bars = hf_logging.is_progress_bar_enabled(), not hub_utils.are_progress_bars_disabled()
+    level = hf_logging.get_verbosity()
+    if bars:
+        hf_logging.disable_progress_bar()
+        if hub_bars:
+            hub_utils.enable_progress_bars()
+    if level < hf_logging.WARNING:
+        hf_logging.set_verbosity_warning()
+    try:
+        yield
+    finally:
+        if level < hf_logging.WARNING:
+            hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+            if not hub_bars:
+                hub_utils.disable_progress_bars()
+
+
 class VisionLanguageModel:
     """Adapter over a Hugging Face image-text-to-text model and its processor."""
 
@@ -128,6 +263,8 @@ class VisionLanguageModel:
     official_segmentwise: bool = False
     default_prompt_style: str = "official"
     lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    #: ``model_type`` values (config.json) of the checkpoints this family loads; None: any image-text-to-text model
+    model_types: tuple[str, ...] | None = None
 
     def __init__(self, model, processor, path: str | None = None, prompt_style: str | None = None):
         self.model = model
@@ -150,6 +287,17 @@ class VisionLanguageModel:
 
     # ------------------------------------------------------------------ loading
     @classmethod
+    def accepts_config(cls, cfg: dict) -> bool | None:
+        """Whether this family loads a checkpoint with this ``config.json`` (None: cannot tell, let the loader try)."""
+        if is_original_llava_config(cfg):
+            return False
+        if cls.model_types is None:
+            return is_image_text_to_text_config(cfg)
+        if not cfg.get("model_type"):
+            return None  # an old config without one: let the loader try
+        return cfg["model_type"] in cls.model_types
+
+    @classmethod
     def model_class(cls):
         from transformers import AutoModelForImageTextToText
 
@@ -168,6 +316,7 @@ class VisionLanguageModel:
         p = Path(path)
         if (p.is_absolute() or path.startswith(".") or p.exists() or path.count("/") != 1) and not p.is_dir():
             raise LetheError(f"{path}: checkpoint directory not found")
+        check_checkpoint_family(path, cls)
         torch_dtype = resolve_dtype(dtype)
         attn = resolve_attn_implementation(attn_implementation)
         load_kw = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code, **kwargs)

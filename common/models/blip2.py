@@ -10,6 +10,7 @@ from common.models.base import VisionLanguageModel
 
 class Blip2VLM(VisionLanguageModel):
     family = "blip2"
+    model_types = ("blip-2",)
     vision_paths = ("vision_model",)
     projector_paths = ("language_projection",)
     connector_extra_paths = ("qformer", "query_tokens")
@@ -36,6 +37,7 @@ class Blip2VLM(VisionLanguageModel):
 
 class InstructBlipVLM(Blip2VLM):
     family = "instructblip"
+    model_types = ("instructblip",)
     prompt_format = "{prompt}"  # LAVIS InstructBLIP: the instruction as is
 
     @classmethod

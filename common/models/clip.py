@@ -6,7 +6,6 @@ Interface: ``preprocess(images) -> pixel tensor``, ``tokenize(texts)``, ``encode
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,7 +13,7 @@ import torch
 from torch import nn
 
 from common.errors import LetheError
-from common.io import atomic_path, atomic_write_json
+from common.io import atomic_path, atomic_write_json, read_json
 from common.models.base import get_submodule, resolve_device
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -76,6 +75,15 @@ def open_clip_quick_gelu(name: str, pretrained: str | None) -> bool:
 
 class ClipModel:
     family = "clip"
+    #: config.json model types of the Hugging Face backend (an open_clip dir has open_clip_config.json instead)
+    model_types = ("clip",)
+
+    @classmethod
+    def accepts_config(cls, cfg: dict) -> bool | None:
+        """Whether this family loads a checkpoint with this config (see ``check_checkpoint_family``)."""
+        if not cfg.get("model_type"):
+            return None
+        return cfg["model_type"] in (*cls.model_types, "open_clip")
 
     def __init__(self, model: nn.Module, backend: str, preprocess=None, tokenizer=None, processor=None,
                  path: str | None = None):
@@ -109,6 +117,9 @@ class ClipModel:
         elif backend == "hf":
             from transformers import CLIPModel, CLIPProcessor
 
+            from common.models.base import check_checkpoint_family
+
+            check_checkpoint_family(path, cls)
             try:
                 model = CLIPModel.from_pretrained(path)
                 processor = CLIPProcessor.from_pretrained(path)
@@ -271,7 +282,7 @@ class ClipModel:
             src = Path(self.path) / "open_clip_config.json" if self.path else None
             if src is None or not src.is_file():
                 raise LetheError("saving an open_clip model needs its open_clip_config.json (load it from a dir)")
-            cfg = json.loads(src.read_text())
+            cfg = read_json(src)
             save_open_clip(self.model, cfg.get("model_cfg", cfg), out, cfg.get("preprocess_cfg"))
         else:
             self.model.save_pretrained(out)

@@ -28,6 +28,7 @@ CHATML_DIRECT_PROMPT = ("<|im_start|>system\nAnswer the questions.<|im_end|><|im
 
 class LlavaVLM(VisionLanguageModel):
     family = "llava"
+    model_types = ("llava",)  # the Hugging Face layout (the original layout: share4v converts it)
     prompt_format = "USER: <image>\n{prompt} ASSISTANT:"  # llava-hf's format, for a processor without a template
     official_prompt_format = VICUNA_V1_PROMPT
     official_segmentwise = True
@@ -51,6 +52,7 @@ class LlavaVLM(VisionLanguageModel):
 
 class LlavaNextVLM(LlavaVLM):
     family = "llava_next"
+    model_types = ("llava_next",)
     prompt_format = "[INST] <image>\n{prompt} [/INST]"
     connector_extra_paths = ("model.image_newline",)
 

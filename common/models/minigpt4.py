@@ -85,6 +85,7 @@ class MiniGPT4VLM(NativeVLM):
     ``[/INST] ``.)"""
 
     family = "minigpt4"
+    model_types = ("lethe_minigpt4",)  # our layout (the official one has no config.json: see the converter)
     projector_paths = ("llama_proj",)
     prompt_format = PROMPT_FORMAT
     official_prompt_format = PROMPT_FORMAT

@@ -9,7 +9,6 @@ never looked up in the embedding table and the LM head never predicts it.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -141,12 +140,10 @@ def use_pil_image_processor(processor) -> None:
 
 
 def read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LetheError(f"{path}: file not found") from None
-    except json.JSONDecodeError as e:
-        raise LetheError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    """A checkpoint's JSON file; missing, non-UTF-8 or malformed: one LetheError naming ``file:line``."""
+    from common.io import read_json as read
+
+    return read(path)
 
 
 def instantiate(model_cls, config, state_dict: dict[str, torch.Tensor], dtype="auto", device="auto",

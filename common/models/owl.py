@@ -301,6 +301,7 @@ class OwlVLM(NativeVLM):
     follows): also cut at ``"AI: "`` and ``"\\nHuman: "``, the answer after ``"AI: "`` a chunk of its own."""
 
     family = "owl"
+    model_types = ("lethe_mplug_owl", "mplug-owl")  # ours, and the official MAGAer13/mplug-owl-llama-7b layout
     projector_paths = ("abstractor",)
     connector_extra_paths = ("query_tokens",)
     prompt_format = PROMPT_FORMAT

@@ -16,6 +16,19 @@ class Share4VVLM(LlavaVLM):
 
     family = "share4v"
     prompt_format = VICUNA_V1_PROMPT  # also without a chat template (a converted dir has it as its template)
+    #: a converted (Hugging Face Llava) dir; the original layout's model types are accepted by accepts_config
+    model_types = ("llava",)
+    original_model_types = ("share4v", "llava", "llava_llama")
+
+    @classmethod
+    def accepts_config(cls, cfg: dict) -> bool | None:
+        """A converted Llava dir, or the original layout (a LLaVA-style Llama config with ``mm_vision_tower``:
+        ShareGPT4V's ``share4v``, LLaVA-1.5's ``llava``, LLaVA's ``llava_llama``), converted when loading."""
+        from common.models.base import is_original_llava_config
+
+        if is_original_llava_config(cfg):
+            return cfg.get("model_type") in cls.original_model_types
+        return super().accepts_config(cfg)
 
     def _fix_processor(self) -> None:
         from common.models.native import use_pil_image_processor
