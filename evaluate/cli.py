@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from common.args import flag_value, load_yaml, split_config
+from common.args import flag_value, load_yaml, split_config, strict_parse
 from common.errors import LetheError, cli_main  # noqa: F401 (cli_main: the eval CLIs' wrapper)
 from evaluate.runner import DAR_PROMPT, DAR_TEMPLATE, run_generation
 
@@ -29,6 +29,7 @@ def add_generation_args(parser: argparse.ArgumentParser, max_new_tokens: int, ba
     g.add_argument("--do_sample", action="store_true")
     g.add_argument("--length_penalty", type=float, default=length_penalty,
                    help="beam search length penalty, used when --num_beams > 1 (EFUF's captions: beam 5, 0)")
+    g.add_argument("--verbose", action="store_true", help="show the model-loading progress bars")
     g.add_argument("--prompt_style", choices=("official", "hf"), default=None,
                    help="official (default): the original project's conversation and tokenization; hf: the "
                         "processor's chat template (use what the model was trained / fine-tuned with)")
@@ -58,7 +59,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
     if unknown:
         raise LetheError(f"{config_path}: unknown key(s) {', '.join(unknown)}")
     parser.set_defaults(**cfg)
-    return parser.parse_args(argv)
+    return strict_parse(parser, argv, model)  # a mistyped / another family's flag: one line with suggestions
 
 
 def load_vlm(args: argparse.Namespace):
@@ -67,7 +68,9 @@ def load_vlm(args: argparse.Namespace):
         raise LetheError("--model NAME (and --NAME_path) is needed to generate; or pass --score_only")
     from common.models import load_model
 
-    kw = {"prompt_style": args.prompt_style} if getattr(args, "prompt_style", None) else {}
+    kw: dict[str, Any] = {"verbose": bool(getattr(args, "verbose", False))}
+    if getattr(args, "prompt_style", None):
+        kw["prompt_style"] = args.prompt_style
     return load_model(args.model, args.model_path, ckpt_load_path=args.ckpt_load_path, **kw)
 
 

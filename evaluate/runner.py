@@ -68,14 +68,13 @@ class RunStats:
     generated: int
 
 
-def accepts_batch_size(generate: Callable[..., Any]) -> bool:
-    """Whether ``generate`` takes a ``batch_size`` keyword (a parameter of that name or ``**kwargs``)."""
+def accepts_keyword(generate: Callable[..., Any], name: str) -> bool:
+    """Whether ``generate`` takes the keyword ``name`` (a parameter of that name or ``**kwargs``)."""
     try:
         params = inspect.signature(generate).parameters.values()
     except (TypeError, ValueError):  # no introspectable signature: do not guess
         return False
-    return any(p.kind is p.VAR_KEYWORD or (p.name == "batch_size" and p.kind is not p.POSITIONAL_ONLY)
-               for p in params)
+    return any(p.kind is p.VAR_KEYWORD or (p.name == name and p.kind is not p.POSITIONAL_ONLY) for p in params)
 
 
 def _cache_key(item: Mapping[str, Any]) -> tuple[Any, str]:
@@ -141,7 +140,7 @@ def run_generation(vlm: VisionLanguageModel, items: Sequence[Mapping[str, Any]],
     prompt is ``dar_template.format(description=..., question=prompt)``, again with the image, and the record
     gets a ``description`` field. Text-only items are answered directly. ``sort_window``: batches per length-sorting
     window (see the module docstring). ``generate_kwargs``: more keywords for ``vlm.generate`` (e.g.
-    ``length_penalty``).
+    ``length_penalty``), passed when it takes them.
     """
     if batch_size < 1:
         raise LetheError("--batch_size must be >= 1")
@@ -157,10 +156,11 @@ def run_generation(vlm: VisionLanguageModel, items: Sequence[Mapping[str, Any]],
     repair_jsonl_tail(output_path)
     done = load_done_ids(output_path, id_key)
     todo = [it for it in items if str(it["id"]) not in done]
-    gen_kw: dict[str, Any] = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
-                                  **(generate_kwargs or {}))
-    if accepts_batch_size(vlm.generate):
-        gen_kw["batch_size"] = batch_size
+    gen_kw: dict[str, Any] = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample)
+    # batch_size and the extra decoding keywords reach a generate that takes them (the model layer's does)
+    for name, value in {"batch_size": batch_size, **(generate_kwargs or {})}.items():
+        if accepts_keyword(vlm.generate, name):
+            gen_kw[name] = value
     # Greedy/beam answers depend only on (image, prompt): POPE's three splits share their positive questions,
     # so identical pairs are generated once (batched == batch-size-1, so the answers are the same).
     cache: dict[tuple[Any, str], tuple[str, str | None]] = {}

@@ -98,3 +98,16 @@ def test_caption_generation_flags_reach_the_model(tiny_dir, toy_world, tmp_path,
     seen.clear()
     assert eval_caption([*base, "--caption_eval_path", str(tmp_path / "b.jsonl")]) == 0
     assert seen == {"style": "official", "length_penalty": 0.0, "num_beams": 5}  # EFUF: beam 5, length_penalty 0
+
+
+def test_eval_cli_mistyped_and_foreign_flags_are_one_line(tmp_path, capsys):
+    from evaluate.eval_pope import main as eval_pope
+
+    assert eval_pope(["--question_file", "q.jsonl", "--annotation_dir", "a", "--answers_file", "x.jsonl",
+                      "--output_json", "o.json", "--batch_sise", "8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown flag --batch_sise") and "--batch_size" in err and "\n" not in err
+    assert eval_pope(["--model", "llava", "--owl_path", "p", "--question_file", "q.jsonl", "--annotation_dir", "a",
+                      "--answers_file", "x.jsonl", "--output_json", "o.json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--owl_path belongs to model owl" in err and "\n" not in err
