@@ -23,6 +23,7 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "$WANT" > "$STAMP"
 fi
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-0}"
-export WANDB_MODE="${WANDB_MODE:-offline}"
+# no WANDB_MODE here: transformers prints a banner in every process when it is set; finetune/train.py makes
+# wandb offline itself when it reports to wandb without --wandb_user
 export TOKENIZERS_PARALLELISM=false
 PYTHON_BIN="$ROOT/.venv/bin/python"
