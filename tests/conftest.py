@@ -35,6 +35,25 @@ def tiny_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def official_dir(tmp_path_factory):
+    """``official_dir(family)`` → Path of a tiny checkpoint in the original project's layout (``--layout official``)."""
+    from pathlib import Path
+
+    from common.tiny import main
+
+    root = tmp_path_factory.mktemp("official_layouts")
+    cache: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in cache:
+            assert main(["--family", family, "--out", str(root / family), "--layout", "official"]) == 0
+            cache[family] = root / family
+        return cache[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def images():
     """Four deterministic RGB images of different sizes and contents."""
     import numpy as np

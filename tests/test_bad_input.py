@@ -244,16 +244,6 @@ def test_checkpoint_of_another_family_is_refused_before_loading(family, ckpt, me
     assert str(e.value) == f"{path} is {message}"
 
 
-@pytest.fixture(scope="module")
-def official_dirs(tmp_path_factory):
-    from common.tiny import main
-
-    root = tmp_path_factory.mktemp("official_layouts")
-    for family in ("llava", "share4v", "owl"):
-        assert main(["--family", family, "--out", str(root / family), "--layout", "official"]) == 0
-    return root
-
-
 @pytest.mark.parametrize("family, layout, message", [
     ("llava", "llava", "a llava checkpoint in the original LLaVA layout (LlavaLlamaForCausalLM), not llava; use "
                        "--model share4v (it converts this layout when loading) or convert it once: "
@@ -264,11 +254,11 @@ def official_dirs(tmp_path_factory):
     ("hf", "owl", "a mplug-owl checkpoint (MplugOwlForConditionalGeneration), not hf; use --model owl"),
     ("blip2", "owl", "a mplug-owl checkpoint (MplugOwlForConditionalGeneration), not blip2; use --model owl"),
 ])
-def test_original_layouts_of_another_family_are_refused(family, layout, message, official_dirs, no_weights):
+def test_original_layouts_of_another_family_are_refused(family, layout, message, official_dir, no_weights):
     """An original LLaVA dir under --model llava used to build a 7B Llava from defaults (killed for memory)."""
     from common.models import load_model
 
-    path = str(official_dirs / layout)
+    path = str(official_dir(layout))
     no_weights()
     with pytest.raises(LetheError) as e:
         load_model(family, path, dtype="float32", device="cpu")
@@ -286,11 +276,11 @@ def test_checkpoints_a_family_loads_pass_the_check(family, ckpt, tiny_dir):
 
 
 @pytest.mark.parametrize("family, layout", [("share4v", "share4v"), ("share4v", "llava"), ("owl", "owl")])
-def test_original_layouts_pass_the_check_of_their_family(family, layout, official_dirs):
+def test_original_layouts_pass_the_check_of_their_family(family, layout, official_dir):
     from common.models import family_class
     from common.models.base import check_checkpoint_family
 
-    check_checkpoint_family(str(official_dirs / layout), family_class(family), family)
+    check_checkpoint_family(str(official_dir(layout)), family_class(family), family)
 
 
 def test_generate_cli_with_another_familys_checkpoint_is_one_line(tiny_dir, tmp_path, images, capsys):

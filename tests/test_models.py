@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from common.errors import LetheError
 from common.models import IGNORE_INDEX, Sample, VisionLanguageModel
 
-from vlm_checks import PROMPTS, grad_check, load
+from vlm_checks import PROMPTS, check_labels_are_the_targets, grad_check, load
 from vlm_checks import samples as _samples
 
 HF_FAMILIES = ["llava", "llava_next", "blip2", "instructblip", "hf"]
@@ -120,12 +120,7 @@ def test_hf_prompt_style_keeps_labels_and_batched_generation(tiny_dir, images, f
     guarantees of the default official style."""
     vlm = _load(tiny_dir, family, prompt_style="hf")
     samples = _samples(images)
-    batch = vlm.build_batch(samples)
-    tok = vlm.tokenizer
-    for i, s in enumerate(samples):
-        got = batch.labels[i][batch.labels[i] != IGNORE_INDEX].tolist()
-        assert (got[-1] == tok.eos_token_id) == s.add_eos
-        assert tok.decode(got[:-1] if s.add_eos else got).strip() == s.target.strip()
+    check_labels_are_the_targets(vlm, samples, vlm.build_batch(samples))
     batched = vlm.generate(images, PROMPTS, max_new_tokens=8, batch_size=4)
     assert batched == [vlm.generate([im], [p], max_new_tokens=8)[0] for im, p in zip(images, PROMPTS)]
 

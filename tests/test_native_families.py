@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from common.errors import LetheError
 from common.models import IGNORE_INDEX, load_model
-from vlm_checks import grad_check, load
+from vlm_checks import check_labels_are_the_targets, grad_check, load
 from vlm_checks import samples as _samples
 
 FAMILIES = ["minigpt4", "owl", "share4v"]  # the foundation acceptance tests of test_models.py cover them too
@@ -75,15 +75,10 @@ def test_labels_positions_and_per_target_token_mean(tiny_dir, images, family):
     vlm = _load(tiny_dir, family)
     samples = _samples(images)
     batch = vlm.build_batch(samples)
-    tok = vlm.tokenizer
-    for i, s in enumerate(samples):
-        got = batch.labels[i][batch.labels[i] != IGNORE_INDEX].tolist()
-        assert (got[-1] == tok.eos_token_id) == s.add_eos
-        text = tok.decode(got[:-1] if s.add_eos else got)
-        assert text.strip() == s.target.strip()
+    check_labels_are_the_targets(vlm, samples, batch)
     pos = vlm.token_positions(batch)
     assert pos["image"].sum(1).tolist() == [IMAGE_TOKENS[family]] * 3
-    assert "describe" in tok.decode(batch.inputs["input_ids"][0][pos["question"][0]])
+    assert "describe" in vlm.tokenizer.decode(batch.inputs["input_ids"][0][pos["question"][0]])
     with torch.no_grad():
         logits = vlm.model_forward(batch).logits
         nll = vlm.per_sample_nll(batch, logits=logits)
@@ -118,14 +113,6 @@ def test_efuf_model_flags_select_the_new_families(tiny_dir):
 
 
 # ---------------------------------------------------------------- official math, re-derived from the official code
-@pytest.fixture(scope="module")
-def official(tmp_path_factory):
-    from common.tiny import main
-
-    root = tmp_path_factory.mktemp("official")
-    for family in ("minigpt4", "owl", "share4v"):
-        assert main(["--family", family, "--out", str(root / family), "--layout", "official"]) == 0
-    return root
 
 
 def _ln(x, w, b, eps):
@@ -205,10 +192,10 @@ def _owl_reference(sd, pixel, vheads, aheads):
     return torch.cat([out, g("abstractor.vit_eos").expand(b, 1, -1)], dim=1)
 
 
-def test_minigpt4_matches_the_official_forward(official, images):
-    eva = torch.load(official / "minigpt4" / "eva_vit_g.pth", weights_only=True)
-    proj = torch.load(official / "minigpt4" / "pretrained_minigpt4.pth", weights_only=True)["model"]
-    vlm = load_model("minigpt4", str(official / "minigpt4"), dtype="float32", device="cpu")
+def test_minigpt4_matches_the_official_forward(official_dir, images):
+    eva = torch.load(official_dir("minigpt4") / "eva_vit_g.pth", weights_only=True)
+    proj = torch.load(official_dir("minigpt4") / "pretrained_minigpt4.pth", weights_only=True)["model"]
+    vlm = load_model("minigpt4", str(official_dir("minigpt4")), dtype="float32", device="cpu")
     pixel = vlm.processor.image_processor(images[:2], return_tensors="pt")["pixel_values"]
     assert pixel.shape == (2, 3, 56, 56)
     with torch.no_grad():
@@ -219,9 +206,9 @@ def test_minigpt4_matches_the_official_forward(official, images):
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_owl_matches_the_official_forward(official, images, attn):
-    sd = torch.load(official / "owl" / "pytorch_model.bin", weights_only=True)
-    vlm = load_model("owl", str(official / "owl"), dtype="float32", device="cpu", attn_implementation=attn)
+def test_owl_matches_the_official_forward(official_dir, images, attn):
+    sd = torch.load(official_dir("owl") / "pytorch_model.bin", weights_only=True)
+    vlm = load_model("owl", str(official_dir("owl")), dtype="float32", device="cpu", attn_implementation=attn)
     pixel = vlm.processor.image_processor(images[:2], return_tensors="pt")["pixel_values"]
     with torch.no_grad():
         ours = vlm.model.get_image_features(pixel)
@@ -230,9 +217,9 @@ def test_owl_matches_the_official_forward(official, images, attn):
     assert (ours - ref).abs().max().item() < 1e-5
 
 
-def test_share4v_maps_the_original_tensors(official):
-    sd = torch.load(official / "share4v" / "pytorch_model.bin", weights_only=True)
-    vlm = load_model("share4v", str(official / "share4v"), dtype="float32", device="cpu")
+def test_share4v_maps_the_original_tensors(official_dir):
+    sd = torch.load(official_dir("share4v") / "pytorch_model.bin", weights_only=True)
+    vlm = load_model("share4v", str(official_dir("share4v")), dtype="float32", device="cpu")
     ours = vlm.model.state_dict()
     assert torch.equal(ours["model.multi_modal_projector.linear_1.weight"], sd["model.mm_projector.0.weight"])
     assert torch.equal(ours["model.multi_modal_projector.linear_2.bias"], sd["model.mm_projector.2.bias"])

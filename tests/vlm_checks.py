@@ -35,3 +35,14 @@ def grad_check(vlm, samples_, scope, **kw) -> tuple[set[str], set[str]]:
     assert with_grad <= names, f"gradient outside scope {scope}: {sorted(with_grad - names)[:3]}"
     assert not [n for n, p in vlm.model.named_parameters() if not p.requires_grad and p.grad is not None]
     return names, with_grad
+
+
+def check_labels_are_the_targets(vlm, samples_, batch) -> None:
+    """Each sample's labels decode to its target, followed by EOS exactly when it asks for one."""
+    from common.models import IGNORE_INDEX
+
+    tok = vlm.tokenizer
+    for i, s in enumerate(samples_):
+        got = batch.labels[i][batch.labels[i] != IGNORE_INDEX].tolist()
+        assert (got[-1] == tok.eos_token_id) == s.add_eos
+        assert tok.decode(got[:-1] if s.add_eos else got).strip() == s.target.strip()
