@@ -297,13 +297,23 @@ def _loading_bars(text: str) -> bool:
     return "Loading weights" in text
 
 
-def test_loading_is_quiet_by_default_and_shows_progress_with_verbose(tiny_dir, capsys):
+@pytest.fixture
+def bars_enabled():
+    """Progress bars switched on (an environment may disable them, e.g. HF_HUB_DISABLE_PROGRESS_BARS), then put back."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    yield
+    if not was:
+        hf_logging.disable_progress_bar()
+
+
+def test_loading_is_quiet_by_default_and_shows_progress_with_verbose(tiny_dir, capsys, bars_enabled):
     from transformers.utils import logging as hf_logging
 
     from common.models import load_model
 
-    if not hf_logging.is_progress_bar_enabled():
-        pytest.skip("progress bars are disabled in this environment (HF_HUB_DISABLE_PROGRESS_BARS)")
     capsys.readouterr()
     load_model("llava", tiny_dir("llava"), dtype="float32", device="cpu")
     quiet = capsys.readouterr()
@@ -314,11 +324,7 @@ def test_loading_is_quiet_by_default_and_shows_progress_with_verbose(tiny_dir, c
     assert _loading_bars(loud.err + loud.out)
 
 
-def test_verbose_flag_of_the_model_arguments(tiny_dir, capsys):
-    from transformers.utils import logging as hf_logging
-
-    if not hf_logging.is_progress_bar_enabled():
-        pytest.skip("progress bars are disabled in this environment (HF_HUB_DISABLE_PROGRESS_BARS)")
+def test_verbose_flag_of_the_model_arguments(tiny_dir, capsys, bars_enabled):
     for verbose in (False, True):
         (m,) = parse_args([ModelArguments], ["--model", "clip", "--clip_path", tiny_dir("clip"), "--device", "cpu",
                                              *(["--verbose"] if verbose else [])])
