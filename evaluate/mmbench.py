@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from common.errors import LetheError
-from common.io import PathLike, iter_jsonl_numbered
+from common.io import PathLike, iter_jsonl_numbered, not_utf8_error
 from evaluate.options import LETTERS, infer_option, letter_choices
 
 CIRCULAR_BASE = 1_000_000
@@ -36,8 +36,11 @@ def read_tsv(path: PathLike) -> list[dict[str, Any]]:
     if not path.is_file():
         raise LetheError(f"{path}: file not found")
     csv.field_size_limit(sys.maxsize)
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+    except UnicodeDecodeError as e:
+        raise not_utf8_error(path, e) from None
     out = []
     for i, row in enumerate(rows, 2):
         for key in ("index", "question", "answer"):

@@ -12,12 +12,13 @@ text_translation, code_reasoning. The official script requires all 14 files; her
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from common.errors import LetheError
-from common.io import PathLike, atomic_write_text
+from common.io import PathLike, atomic_write_text, read_text
 from evaluate.runner import find_image
 
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork",
@@ -49,8 +50,7 @@ class ResultLine:
 
 def read_results_file(path: PathLike) -> list[ResultLine]:
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        raw = f.readlines()
+    raw = io.StringIO(read_text(path)).readlines()  # a non-UTF-8 byte: one line naming the file and line
     out = []
     for lineno, line in enumerate(raw, 1):
         parts = line.split("\t")
@@ -141,7 +141,7 @@ def read_benchmark(root: PathLike) -> list[MMEQuestion]:
         for txt in sorted(txt_dir.glob("*.txt")):
             img = _find_image(img_dir, txt.stem, txt)
             k = 0
-            for lineno, line in enumerate(txt.read_text(encoding="utf-8").splitlines(), 1):
+            for lineno, line in enumerate(read_text(txt).splitlines(), 1):
                 if not line.strip():
                     continue
                 parts = line.split("\t")

@@ -333,3 +333,17 @@ def test_verbose_flag_of_the_model_arguments(tiny_dir, capsys, bars_enabled):
         m.load()
         out = capsys.readouterr()
         assert _loading_bars(out.err + out.out) is verbose
+
+
+def test_mme_and_mmbench_files_that_are_not_utf8(tmp_path):
+    from evaluate.mmbench import read_tsv
+    from evaluate.mme import read_results_file
+
+    mme = tmp_path / "existence.txt"
+    mme.write_bytes(b"a.jpg\tIs there a dog?\tYes\tYes\nb.jpg\tIs there a cat?\tNo\tN\xe9\n")
+    with pytest.raises(LetheError, match=r"existence.txt:2: not UTF-8 text \(byte 0xe9"):
+        read_results_file(mme)
+    tsv = tmp_path / "mmbench.tsv"
+    tsv.write_bytes(b"index\tquestion\tA\tB\tanswer\n0\tcaf\xe9?\tx\ty\tA\n")
+    with pytest.raises(LetheError, match=r"mmbench.tsv:2: not UTF-8 text \(byte 0xe9"):
+        read_tsv(tsv)
