@@ -94,3 +94,29 @@ def test_qa_answers_are_true(small_world):
         elif q.startswith("What color"):
             name = q[len("What color is the "):].split("?")[0]
             assert name in present and a.lower() == next(c["color"] for c in cats.values() if c["name"] == name)
+
+
+def test_sample_mean_loss_weighs_a_one_word_answer_like_a_caption():
+    """The toy LLaVA's loss: each sample's labelled tokens averaged first, then the samples (known answer)."""
+    from common.toy.pretrain import _sample_mean_nll
+
+    # vocab 2, uniform logits except where stated; sample 0 has 3 labelled tokens, sample 1 has 1
+    logits = torch.zeros(2, 4, 2)
+    logits[1, 2] = torch.tensor([0.0, 2.0])  # predicts the label of position 3 of sample 1
+    labels = torch.tensor([[-100, 0, 1, 0], [-100, -100, -100, 1]])
+    ln2 = torch.log(torch.tensor(2.0))
+    nll_1 = torch.log1p(torch.exp(torch.tensor(-2.0)))  # -log softmax([0, 2])[1]
+    expected = (ln2 + nll_1) / 2  # sample 0: mean of three ln2's; sample 1: one token
+    assert torch.allclose(_sample_mean_nll(logits, labels), expected)
+    token_mean = (3 * ln2 + nll_1) / 4  # what HF's default (one mean over all tokens) gives instead
+    assert not torch.allclose(expected, token_mean)
+    # a sample without labels is left out of the mean, not counted as zero
+    labels_empty = torch.tensor([[-100, 0, 1, 0], [-100, -100, -100, -100]])
+    assert torch.allclose(_sample_mean_nll(logits, labels_empty), ln2)
+
+
+def test_unknown_llava_loss_is_refused(small_world, tmp_path):
+    from common.errors import LetheError
+
+    with pytest.raises(LetheError, match="llava_loss"):
+        _cfg(small_world, tmp_path / "x", llava_loss="tokens")

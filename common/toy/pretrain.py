@@ -54,13 +54,22 @@ class PretrainConfig:
     llm_hidden: int = 128
     llm_layers: int = 3
     vocab_size: int = 800
-    llava_steps: int = 1000
+    # Existence questions ("Is there a kite?") are learnt late and suddenly (a phase change after ~600 steps of
+    # QA at lr 5e-4; never within 1500 steps at 2e-3): 1500 steps with 60 % QA get POPE F1 ≈ 0.98 on the toy val.
+    llava_steps: int = 1500
     llava_batch: int = 32
-    llava_lr: float = 2e-3
-    qa_fraction: float = 0.4
+    llava_lr: float = 5e-4
+    qa_fraction: float = 0.6
+    # "sample": each sample's target tokens averaged first, then the batch (a one-word answer weighs as much as a
+    # caption); "token": one mean over every target token of the batch (HF's default, captions dominate)
+    llava_loss: str = "sample"
     # evaluation
     eval_max_new_tokens: int = 40
     eval_batch: int = 64
+
+    def __post_init__(self) -> None:
+        if self.llava_loss not in ("sample", "token"):
+            raise LetheError(f"llava_loss: {self.llava_loss!r} is not one of 'sample', 'token'")
 
     def key(self) -> dict[str, Any]:
         d = asdict(self)
@@ -354,12 +363,38 @@ def train_llava(cfg: PretrainConfig, vlm, data: ToyData, images: list, log: Call
                                  logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
                                  seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
                                  remove_unused_columns=False, disable_tqdm=True)
-        trainer = Trainer(model=vlm.model, args=args, train_dataset=_ListDataset(samples), data_collator=collate,
-                          callbacks=[Log()])
+        trainer_cls = _sample_mean_trainer() if cfg.llava_loss == "sample" else Trainer
+        trainer = trainer_cls(model=vlm.model, args=args, train_dataset=_ListDataset(samples), data_collator=collate,
+                              callbacks=[Log()])
         trainer.remove_callback(PrinterCallback)  # our Log callback prints a line every 100 steps
         trainer.train()
     vlm.model.eval()
     return losses
+
+
+def _sample_mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over samples of each sample's mean next-token NLL on its labelled positions."""
+    from torch.nn import functional as F
+
+    from common.models.base import IGNORE_INDEX
+
+    shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
+    nll = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX, reduction="none")
+    n = (shift_labels != IGNORE_INDEX).sum(1)
+    return (nll.sum(1) / n.clamp(min=1)).sum() / (n > 0).sum().clamp(min=1)
+
+
+def _sample_mean_trainer():
+    from transformers import Trainer
+
+    class SampleMeanTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs.pop("labels")
+            out = model(**inputs)
+            loss = _sample_mean_nll(out.logits, labels)
+            return (loss, out) if return_outputs else loss
+
+    return SampleMeanTrainer
 
 
 class _ListDataset(torch.utils.data.Dataset):
