@@ -259,7 +259,8 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
         model = None
     generic = sorted(set(FAMILY_FLAG_SUFFIXES.values()) & own_fields)
 
-    parser = HfArgumentParser(list(dataclass_types))
+    # a field in two dataclasses (TRL's configs have ``trust_remote_code`` too) is one flag that sets both
+    parser = HfArgumentParser(list(dataclass_types), conflict_handler="resolve")
     one_line_errors(parser)
     options = [o for a in parser._actions for o in a.option_strings]
     defaults: dict[str, Any] = {}
@@ -278,10 +279,12 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
         rewritten.append(a)
 
     parser.set_defaults(**defaults)
-    *parsed, rest = parser.parse_args_into_dataclasses(args=rewritten, return_remaining_strings=True)
+    namespace, rest = parser.parse_known_args(args=rewritten)
     if rest:
         raise LetheError(unknown_flag_message(rest[0], options, model, generic))
-    return tuple(parsed)
+    values = vars(namespace)
+    return tuple(t(**{f.name: values[f.name] for f in dataclasses.fields(t) if f.init and f.name in values})
+                 for t in dataclass_types)
 
 
 def save_config(run_dir: str | os.PathLike, *objs: Any, name: str = "config.yaml") -> Path:

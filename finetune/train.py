@@ -29,8 +29,6 @@ from __future__ import annotations
 if __package__ in (None, ""):  # run as a file: import from the repo root, never from this script's folder
     import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401, E702
 
-import os
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,14 +36,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers import Trainer, TrainingArguments
 
 from common.errors import cli_main, run_cli
+from common import training
+from common.training import TRAINABLE_FILE, one_line_logs, setup_wandb, training_device
 from finetune.data import EfufDataset, check_images, load_gold, load_pos_neg, load_sentences, to_sample
 from finetune.loss import COMPONENTS, EfufWeights, WeightSchedule, efuf_loss
 
-TRAINABLE_FILE = "trainable.safetensors"
 # the EfufConfig fields that name data (recorded on their own in lethe_config.json)
 DATA_FIELDS = ("pos_neg_data_path", "sentence_data_path", "image_dir_path", "llava_data_path", "vqa_image_dir")
 
@@ -139,57 +137,6 @@ class EfufCollator:
                 "efuf_score": torch.tensor([it.score for it in items], dtype=torch.float32)}
 
 
-# ------------------------------------------------------------------------------------------------ log lines
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def log_line(step: int, logs: dict[str, Any]) -> str | None:
-    """The one line printed for a Trainer log: ``step N loss X  k v …`` for a training step (X: the exact EFUF loss
-    when logged, else the Trainer's), a summary line at the end of training, ``eval step N k v …`` otherwise."""
-    if "loss" in logs or "efuf_loss" in logs:
-        parts = [f"step {step} loss {float(logs.get('efuf_loss', logs.get('loss'))):.8f}"]
-        for k, v in logs.items():
-            if k in ("loss", "efuf_loss", "total_flos", "step"):
-                continue
-            if k.startswith("w_") and f"nll_{k[2:]}" not in logs:  # the weight of a component this run lacks
-                continue
-            parts.append(f"{'lr' if k == 'learning_rate' else k} {_fmt(v)}")
-        return "  ".join(parts)
-    if "train_runtime" in logs:
-        line = f"trained {step} steps in {logs['train_runtime']:.1f} s"
-        if "train_steps_per_second" in logs:
-            line += f" ({logs['train_steps_per_second']:.3g} steps/s)"
-        if "train_loss" in logs:
-            line += f"; mean loss {logs['train_loss']:.6g}"
-        return line
-    rest = [f"{k} {_fmt(v)}" for k, v in logs.items() if k not in ("total_flos", "step")]
-    return f"eval step {step}  " + "  ".join(rest) if rest else None
-
-
-class EfufLogLines(TrainerCallback):
-    """Prints ``log_line`` on the main process (in place of the Trainer's ``PrinterCallback`` dicts)."""
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and logs:
-            line = log_line(state.global_step, logs)
-            if line:
-                print(line, flush=True)
-
-
-class EfufProgress(ProgressCallback):
-    """The Trainer's progress bar, with ``log_line`` written above it instead of the log dict."""
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and logs:
-            line = log_line(state.global_step, logs)
-            if line and self.training_bar is not None:
-                self.training_bar.write(line)
-                sys.stdout.flush()
-            elif line:
-                print(line, flush=True)
-
-
 class EfufTrainer(Trainer):
     """EFUF as a loss: ``compute_loss`` combines per-sample target NLLs with signs, scores and schedules.
 
@@ -208,11 +155,7 @@ class EfufTrainer(Trainer):
         self._component_logs: dict[str, list[float]] = {}
         self._losses: list[torch.Tensor] = []
         self._provenance: dict[str, Any] | None = None
-        # one readable line per log (log_line), not the Trainer's dicts as well
-        if self.pop_callback(PrinterCallback) is not None:
-            self.add_callback(EfufLogLines())
-        if self.pop_callback(ProgressCallback) is not None:
-            self.add_callback(EfufProgress())
+        one_line_logs(self)  # one readable line per log (log_line), not the Trainer's dicts as well
 
     @property
     def provenance(self) -> dict[str, Any]:
@@ -294,6 +237,16 @@ class EfufTrainer(Trainer):
         announce_load(load_state_into(self.vlm.model, state, str(f), metadata=meta))
 
 
+def checkpoint_problem(ckpt: str | Path) -> str | None:
+    """Why ``checkpoint-N/`` of an EFUF run is not complete (``common.training.checkpoint_problem``), or None."""
+    return training.checkpoint_problem(ckpt, (TRAINABLE_FILE,))
+
+
+def last_complete_checkpoint(output_dir: str | Path, move_aside: bool = True, **kw) -> str | None:
+    """The newest complete ``checkpoint-N`` of an EFUF run (``common.training.last_complete_checkpoint``)."""
+    return training.last_complete_checkpoint(output_dir, move_aside, weight_files=(TRAINABLE_FILE,), **kw)
+
+
 def efuf_provenance(cfg: EfufConfig, margs: Any, vlm: Any = None) -> dict[str, Any]:
     """``lethe_config.json`` of an EFUF run: ``training`` (every EFUF and Trainer field, resolved), ``model`` (the
     model arguments), ``data`` (the data paths), ``trainable``, ``world_size``, versions and git state."""
@@ -333,7 +286,7 @@ def load_data(cfg: EfufConfig) -> EfufDataset:
 
 def build_trainer(margs, cfg: EfufConfig) -> tuple[EfufTrainer, Any]:
     dataset = load_data(cfg)  # first: a bad data file never waits for a model load
-    vlm = margs.load(device=_training_device(cfg))
+    vlm = margs.load(device=training_device(cfg))
     vlm.set_trainable(cfg.scope, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
     for p in vlm.model.parameters():  # fp32 master weights for what is trained; frozen weights keep their dtype
         if p.requires_grad and p.dtype != torch.float32:
@@ -344,108 +297,6 @@ def build_trainer(margs, cfg: EfufConfig) -> tuple[EfufTrainer, Any]:
     trainer = EfufTrainer(model=vlm.model, args=cfg, train_dataset=dataset, data_collator=EfufCollator(vlm),
                           vlm=vlm, weights=cfg.weights(), model_args=margs)
     return trainer, vlm
-
-
-# ------------------------------------------------------------------------------------------------ resuming
-def checkpoint_problem(ckpt: str | Path) -> str | None:
-    """Why ``checkpoint-N/`` is not a complete checkpoint, or None if it is.
-
-    The Trainer writes a checkpoint's files in this order: ``trainable.safetensors`` and ``lethe_config.json``
-    (atomically; the latter is provenance, not needed to resume), optimizer, scheduler, scaler and RNG states, and
-    ``trainer_state.json`` last; a process killed on the way (or a rotation killed while deleting an old checkpoint)
-    leaves a folder without some of them. Complete = ``trainer_state.json`` parses and has ``global_step``,
-    ``trainable.safetensors`` has a whole safetensors header and data, and every top-level torch file (``*.pt``,
-    ``*.pth``: zip archives, e.g. the optimizer state) is whole. Cheap: no tensor is read.
-    """
-    import json
-    import zipfile
-
-    from safetensors import safe_open
-    from transformers.trainer import TRAINER_STATE_NAME
-
-    ckpt = Path(ckpt)
-    try:
-        state = json.loads((ckpt / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return f"no {TRAINER_STATE_NAME}"
-    except (OSError, ValueError):
-        return f"{TRAINER_STATE_NAME} is not whole JSON"
-    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
-        return f"{TRAINER_STATE_NAME} has no global_step"
-    f = ckpt / TRAINABLE_FILE
-    if not f.is_file():
-        return f"no {TRAINABLE_FILE}"
-    try:
-        with safe_open(str(f), framework="pt"):
-            pass
-    except Exception:  # safetensors raises its own error types on a truncated or corrupt file
-        return f"{TRAINABLE_FILE} is truncated or corrupt"
-    try:
-        for p in sorted([*ckpt.glob("*.pt"), *ckpt.glob("*.pth")]):
-            with zipfile.ZipFile(p):
-                pass
-    except (OSError, zipfile.BadZipFile):
-        return f"{p.name} is truncated or corrupt"
-    return None
-
-
-def last_complete_checkpoint(output_dir: str | Path, move_aside: bool = True,
-                             warn=lambda msg: print(msg, file=sys.stderr, flush=True)) -> str | None:
-    """The ``checkpoint-N`` of ``output_dir`` with the highest N that is complete (``checkpoint_problem``).
-
-    Each incomplete one is reported in one line and, with ``move_aside`` (the process that saves), renamed to
-    ``incomplete-checkpoint-N`` (``.1``, ``.2`` … if taken): out of the way of resuming and of the Trainer's
-    ``save_total_limit`` rotation (which counts every ``checkpoint-*`` folder), but not deleted.
-    """
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-    root = Path(output_dir)
-    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
-    found = sorted(((int(m.group(1)), p) for p in root.iterdir() if (m := pattern.match(p.name)) and p.is_dir()),
-                   reverse=True)
-    best = None
-    for _, ckpt in found:
-        problem = checkpoint_problem(ckpt)
-        if problem is None:
-            best = best or str(ckpt)
-            continue
-        where = ""
-        if move_aside:
-            dest = root / f"incomplete-{ckpt.name}"
-            k = 0
-            while dest.exists():
-                k += 1
-                dest = root / f"incomplete-{ckpt.name}.{k}"
-            try:
-                ckpt.rename(dest)
-                where = f"; moved to {dest}"
-            except FileNotFoundError:  # another process moved it first
-                where = ""
-        warn(f"warning: {ckpt} is an incomplete checkpoint ({problem}: a run was interrupted while writing it); "
-             f"not resuming from it{where}")
-    return best
-
-
-def _training_device(cfg: EfufConfig) -> str:
-    """Where each process loads the model: its own device under DDP (never every rank onto cuda:0); the CPU when
-    FSDP / DeepSpeed will shard it, or when no accelerator is used."""
-    from accelerate import PartialState
-
-    if cfg.use_cpu or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" \
-            or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" or cfg.deepspeed or cfg.fsdp:
-        return "cpu"
-    return str(PartialState().device)
-
-
-def _setup_wandb(cfg: EfufConfig) -> None:
-    """wandb's environment, only when the run reports to it (with ``--report_to none`` nothing touches wandb)."""
-    if "wandb" not in (cfg.report_to or []) and "all" not in (cfg.report_to or []):
-        return
-    if cfg.wandb_user:
-        os.environ.setdefault("WANDB_ENTITY", cfg.wandb_user)
-    else:
-        os.environ["WANDB_MODE"] = "offline"
-    os.environ.setdefault("WANDB_PROJECT", cfg.wandb_project)
 
 
 @cli_main
@@ -460,16 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg.bf16 and not cfg.fp16 and not any(a.startswith("--bf16") for a in given) \
             and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         cfg.bf16 = True  # bf16 autocast by default on GPUs that have it; the trained tensors stay fp32
-    _setup_wandb(cfg)
+    setup_wandb(cfg)
     trainer, vlm = build_trainer(margs, cfg)
-    resume = None
-    if not cfg.restart and Path(cfg.output_dir).is_dir():
-        saver = trainer.args.should_save  # one process moves incomplete checkpoints aside and says so
-        resume = last_complete_checkpoint(cfg.output_dir, move_aside=saver,
-                                          warn=(lambda m: print(m, file=sys.stderr, flush=True)) if saver
-                                          else (lambda m: None))
-        if resume:
-            print(f"resuming from {resume}")
+    resume = training.resume_checkpoint(trainer, cfg.output_dir, cfg.restart, weight_files=(TRAINABLE_FILE,))
     if trainer.is_world_process_zero():
         from common.checkpoint import write_provenance
 
