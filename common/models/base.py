@@ -779,16 +779,22 @@ class VisionLanguageModel:
                 return mod
         raise LetheError(f"{self.family}: cannot find the vision tower's layers")
 
+    def llm_lora_config(self, r: int = 8, alpha: int = 16, dropout: float = 0.0):
+        """A ``peft.LoraConfig`` on the language model's linear layers only (the vision tower, the projector and the
+        LM head untouched), whatever the family calls them: a regex anchored at the LLM's module path."""
+        from peft import LoraConfig
+
+        llm_path, _ = self._find(self.llm_paths, "language model")
+        targets = "|".join(self.lora_target_modules)
+        return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                          target_modules=rf"^{re.escape(llm_path)}\..*\.({targets})$")
+
     def _apply_lora(self, r: int, alpha: int, dropout: float) -> None:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
         if hasattr(self.model, "peft_config"):
             return
-        llm_path, _ = self._find(self.llm_paths, "language model")
-        targets = "|".join(self.lora_target_modules)
-        cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
-                         target_modules=rf"^{re.escape(llm_path)}\..*\.({targets})$")
-        self.model = get_peft_model(self.model, cfg)
+        self.model = get_peft_model(self.model, self.llm_lora_config(r, alpha, dropout))
         self.lora_config = dict(r=r, alpha=alpha, dropout=dropout)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
