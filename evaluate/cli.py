@@ -23,6 +23,8 @@ def add_generation_args(parser: argparse.ArgumentParser, max_new_tokens: int, ba
     g.add_argument("--model", default=None, help="model family for common.models.load_model (e.g. llava)")
     g.add_argument("--model_path", default=None, help="HF id or dir of the model; also --NAME_path")
     g.add_argument("--ckpt_load_path", default=None, help="method checkpoint to load; also --NAME_ckpt_load_path")
+    g.add_argument("--lora_path", default=None,
+                   help="PEFT LoRA adapter dir to apply (e.g. a STIC stage-1/2 output); also --NAME_lora_path")
     g.add_argument("--batch_size", type=int, default=batch_size)
     g.add_argument("--max_new_tokens", type=int, default=max_new_tokens)
     g.add_argument("--num_beams", type=int, default=num_beams)
@@ -52,7 +54,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
     if model and "model_path" in known:
         parser.add_argument(f"--{model}_path", dest="model_path", help=argparse.SUPPRESS)
         parser.add_argument(f"--{model}_ckpt_load_path", dest="ckpt_load_path", help=argparse.SUPPRESS)
-        for suffix, dest in (("path", "model_path"), ("ckpt_load_path", "ckpt_load_path")):
+        parser.add_argument(f"--{model}_lora_path", dest="lora_path", help=argparse.SUPPRESS)
+        for suffix, dest in (("path", "model_path"), ("ckpt_load_path", "ckpt_load_path"),
+                             ("lora_path", "lora_path")):
             if f"{model}_{suffix}" in cfg:
                 cfg[dest] = cfg.pop(f"{model}_{suffix}")
     unknown = sorted(set(cfg) - known)
@@ -63,7 +67,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
 
 
 def load_vlm(args: argparse.Namespace):
-    """``common.models.load_model(name, path, ckpt_load_path=C)``, imported only when generating."""
+    """``common.models.load_model(name, path, ckpt_load_path=C, lora_path=A)``, imported only when generating."""
     if not args.model:
         raise LetheError("--model NAME (and --NAME_path) is needed to generate; or pass --score_only")
     from common.models import load_model
@@ -71,7 +75,8 @@ def load_vlm(args: argparse.Namespace):
     kw: dict[str, Any] = {"verbose": bool(getattr(args, "verbose", False))}
     if getattr(args, "prompt_style", None):
         kw["prompt_style"] = args.prompt_style
-    return load_model(args.model, args.model_path, ckpt_load_path=args.ckpt_load_path, **kw)
+    return load_model(args.model, args.model_path, ckpt_load_path=args.ckpt_load_path,
+                      lora_path=getattr(args, "lora_path", None), **kw)
 
 
 def generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
