@@ -79,7 +79,7 @@ EXPLICIT_NAMES = {("CHAIR", "CHAIRs"): "chair_s", ("CHAIR", "CHAIRi"): "chair_i"
                   ("POPE", "mean_yes_ratio"): "pope_yes_ratio"}
 # the headline numbers of the summary json, in this order
 SUMMARY = [("CHAIR", "CHAIRs"), ("CHAIR", "CHAIRi"), ("CHAIR", "Recall"), ("CHAIR", "Len"), ("POPE", "mean_f1"),
-           ("POPE", "mean_accuracy"), ("POPE", "mean_yes_ratio")]
+           ("POPE", "mean_accuracy"), ("POPE", "mean_yes_ratio"), ("MME", "perception"), ("MME", "cognition")]
 
 
 def _slug(text: str) -> str:
@@ -223,8 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def summary(runs: Sequence[str], collected: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
     """{run name: the headline hallucination numbers by explicit name}: ``chair_s``, ``chair_i``, ``chair_recall``,
-    ``chair_len``, ``pope_f1``, ``pope_accuracy``, ``pope_yes_ratio`` (POPE: means over its categories), those a run
-    has. A partial POPE result (scored with --allow_partial) adds ``pope_complete: false`` and
+    ``chair_len``, ``pope_f1``, ``pope_accuracy``, ``pope_yes_ratio`` (POPE: means over its categories),
+    ``mme_perception``, ``mme_cognition``, those a run has. A partial POPE result (scored with --allow_partial) adds ``pope_complete: false`` and
     ``pope_missing_answers``."""
     out = {}
     for run, c in zip(runs, collected):

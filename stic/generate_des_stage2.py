@@ -27,7 +27,7 @@ from common.args import ModelArguments, parse_args
 from common.errors import LetheError, cli_main, run_cli
 from common.io import load_image, read_json
 from stic.prompts import PLAIN_PROMPTS
-from stic.selfgen import SamplingArguments, generate, image_rng, list_images, output_path, pending, run_batches
+from stic.selfgen import SamplingArguments, generate, generate_missing, image_rng, list_images, output_path
 
 DEFAULT_SAVE = "image_description.jsonl"
 
@@ -100,16 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         names = list_images(dargs.image_dir, sargs.max_images)
     save = output_path(dargs.save_dir, DEFAULT_SAVE)
-    todo = pending(names, save)
-    if todo:
-        vlm = margs.load()
-        if not hasattr(vlm, "generate"):
-            raise LetheError(f"--model {margs.model} does not generate text; use a vision-language family")
-        image_dir = Path(dargs.image_dir)
-        run_batches(todo, save, sargs.batch_size, sargs.seed,
-                    lambda batch: make_records(vlm, image_dir, batch, sargs), total=len(names), desc="describe")
-    print(f"{save}: {len(names)} images, {len(todo)} described now, {len(names) - len(todo)} already done")
-    return 0
+    return generate_missing(margs, names, save, dargs.image_dir, sargs, make_records, "describe", "described")
 
 
 if __name__ == "__main__":

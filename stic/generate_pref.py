@@ -40,7 +40,7 @@ from common.errors import LetheError, cli_main, run_cli
 from common.io import load_image
 from stic.corrupt import CORRUPTIONS, corrupt
 from stic.prompts import DETAILED_PROMPT, HALLUCINATION_PROMPTS, PLAIN_PROMPTS
-from stic.selfgen import SamplingArguments, generate, image_rng, list_images, output_path, pending, run_batches
+from stic.selfgen import SamplingArguments, generate, generate_missing, image_rng, list_images, output_path
 
 DEFAULT_SAVE = "pref_data_mscoco.jsonl"
 STRATEGIES = ("hallucination_prompt", "corrupted_image")
@@ -107,16 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     margs, pargs, sargs = parse(argv)
     names = list_images(pargs.image_dir, sargs.max_images)
     save = output_path(pargs.save_dir, DEFAULT_SAVE)
-    todo = pending(names, save)
-    if todo:
-        vlm = margs.load()
-        if not hasattr(vlm, "generate"):
-            raise LetheError(f"--model {margs.model} does not generate text; use a vision-language family")
-        image_dir = Path(pargs.image_dir)
-        run_batches(todo, save, sargs.batch_size, sargs.seed,
-                    lambda batch: make_records(vlm, image_dir, batch, sargs), total=len(names), desc="preference")
-    print(f"{save}: {len(names)} images, {len(todo)} generated now, {len(names) - len(todo)} already done")
-    return 0
+    return generate_missing(margs, names, save, pargs.image_dir, sargs, make_records, "preference", "generated")
 
 
 if __name__ == "__main__":

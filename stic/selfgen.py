@@ -117,3 +117,20 @@ def run_batches(todo: Sequence[str], save_path: Path, batch_size: int, seed: int
             written += len(records)
             bar.update(len(batch))
     return written
+
+
+def generate_missing(margs, names: Sequence[str], save: Path, image_dir: str | Path, sargs: SamplingArguments,
+                     make_records: Callable[[Any, Path, list[str], SamplingArguments], list[dict]],
+                     desc: str, verb: str) -> int:
+    """The generation scripts' run: load the model only if some image is still to do, generate the missing ones in
+    batches (``run_batches``), and say how many were done now and before."""
+    todo = pending(names, save)
+    if todo:
+        vlm = margs.load()
+        if not hasattr(vlm, "generate"):
+            raise LetheError(f"--model {margs.model} does not generate text; use a vision-language family")
+        root = Path(image_dir)
+        run_batches(todo, save, sargs.batch_size, sargs.seed, lambda batch: make_records(vlm, root, batch, sargs),
+                    total=len(names), desc=desc)
+    print(f"{save}: {len(names)} images, {len(todo)} {verb} now, {len(names) - len(todo)} already done")
+    return 0

@@ -27,22 +27,16 @@ from __future__ import annotations
 if __package__ in (None, ""):  # run as a file: import from the repo root, never from this script's folder
     import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401, E702
 
-import time
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
-import torch
-from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
 from common.errors import LetheError, cli_main, run_cli
-from common.training import one_line_logs, resume_checkpoint, setup_wandb, training_device
+from common.training import one_line_logs, training_device
 from stic.pref_data import PreferenceCollator, load_pref_data, mean_answer_tokens, to_dataset
+from stic.stage import apply_global_batch, finish_config, global_batch, run_stage
 
-# TRL asks the model for this deprecated property at every step; nothing for a user to act on
-warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 STIC_ALPHA = 1 / 1024  # stic/dpo_trainer.py: - policy_chosen_logps / 1024 (summed log-prob of y_w)
 
 
@@ -85,9 +79,7 @@ class SticDpoConfig(DPOConfig):
     output_dir: Optional[str] = None
 
     def __post_init__(self):
-        self.output_dir_given = self.output_dir is not None
-        if self.wandb_user in ("none", ""):
-            self.wandb_user = None
+        finish_config(self)
         if self.sft_weight != "auto":
             try:
                 w = float(self.sft_weight)
@@ -95,47 +87,9 @@ class SticDpoConfig(DPOConfig):
                 raise LetheError(f"--sft_weight: expected a number or 'auto', got {self.sft_weight!r}") from None
             if not w >= 0:
                 raise LetheError(f"--sft_weight: must be >= 0, got {w}")
-        if self.bf16 is None:
-            self.bf16 = bool(not self.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
         self.loss_type = ["sigmoid", "sft"]
         super().__post_init__()
-        if self.global_batch_size:
-            per_step = self.per_device_train_batch_size * self.world_size
-            if self.global_batch_size % per_step:
-                raise LetheError(f"--global_batch_size {self.global_batch_size} is not a multiple of "
-                                 f"per_device_train_batch_size × processes = {per_step}")
-            self.gradient_accumulation_steps = self.global_batch_size // per_step
-
-
-class Provenance(TrainerCallback):
-    """``lethe_config.json`` in every checkpoint the Trainer writes (and the run's output dir)."""
-
-    def __init__(self, provenance: dict[str, Any]):
-        self.provenance = provenance
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            from common.checkpoint import write_provenance
-            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-            ckpt = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            if ckpt.is_dir():
-                write_provenance(ckpt, self.provenance, global_step=state.global_step)
-
-
-def stic_provenance(method: str, cfg, margs, vlm, data: dict[str, Any]) -> dict[str, Any]:
-    from common.checkpoint import run_provenance
-
-    return run_provenance(method, {
-        "training": cfg.to_dict(), "model": margs, "data": data, "world_size": cfg.world_size,
-        "trainable": {"lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout},
-                      "params": sum(p.numel() for p in vlm.model.parameters() if p.requires_grad)}})
-
-
-def default_output_dir(cfg, margs, stage: str) -> None:
-    if not cfg.output_dir_given:  # checkpoints/stic/{stage}/{run_name}
-        cfg.run_name = cfg.run_name or time.strftime("%Y%m%d-%H%M%S")
-        cfg.output_dir = str(Path(margs.ckpt_save_path or "checkpoints/stic") / stage / cfg.run_name)
+        apply_global_batch(self)
 
 
 def build_trainer(margs, cfg: SticDpoConfig) -> tuple[DPOTrainer, Any]:
@@ -162,35 +116,16 @@ def build_trainer(margs, cfg: SticDpoConfig) -> tuple[DPOTrainer, Any]:
     if trainer.is_world_process_zero():
         print(f"STIC stage 1: {len(records)} preference pairs; β {cfg.beta}, sft weight {w:.4g} ({how}); "
               f"LoRA r {cfg.lora_r} α {cfg.lora_alpha} on the language model: {n_train:,} trainable params; "
-              f"global batch {cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * cfg.world_size}",
-              flush=True)
+              f"global batch {global_batch(cfg)}", flush=True)
     return trainer, vlm
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    from common.args import ModelArguments, parse_args, save_config
-    from common.checkpoint import write_provenance
-
-    margs, cfg = parse_args([ModelArguments, SticDpoConfig], argv)
-    default_output_dir(cfg, margs, "stage1")
-    setup_wandb(cfg)
-    trainer, vlm = build_trainer(margs, cfg)
-    provenance = stic_provenance("stic_dpo", cfg, margs, vlm,
-                                 {"data_path": cfg.data_path, "image_folder": cfg.image_folder})
-    trainer.add_callback(Provenance(provenance))
-    resume = resume_checkpoint(trainer, cfg.output_dir, cfg.restart)
-    if trainer.is_world_process_zero():
-        save_config(cfg.output_dir, margs, name="model_config.yaml")
-        write_provenance(cfg.output_dir, provenance)
-        print(f"world size {cfg.world_size}; output {cfg.output_dir}", flush=True)
-    trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(cfg.output_dir)
-    if trainer.is_world_process_zero():
-        write_provenance(cfg.output_dir, provenance, global_step=trainer.state.global_step)
-        print(f"saved the stage-1 adapter in {cfg.output_dir}; evaluate with --lora_path {cfg.output_dir}, "
-              f"continue with stic/train_sft.py --load_peft {cfg.output_dir}", flush=True)
-    return 0
+    return run_stage(argv, SticDpoConfig, build_trainer, "stage1", "stic_dpo",
+                     lambda cfg: {"data_path": cfg.data_path, "image_folder": cfg.image_folder},
+                     lambda out: f"saved the stage-1 adapter in {out}; evaluate with --lora_path {out}, "
+                                 f"continue with stic/train_sft.py --load_peft {out}")
 
 
 if __name__ == "__main__":

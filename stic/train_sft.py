@@ -22,7 +22,6 @@ from __future__ import annotations
 if __package__ in (None, ""):  # run as a file: import from the repo root, never from this script's folder
     import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401, E702
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -32,11 +31,10 @@ from trl import SFTConfig, SFTTrainer
 
 from common.errors import LetheError, cli_main, run_cli
 from common.io import load_image, read_json
-from common.training import one_line_logs, resume_checkpoint, setup_wandb, training_device
+from common.training import one_line_logs, training_device
 from stic.pref_data import strip_image_placeholder
-from stic.train_dpo import Provenance, default_output_dir, stic_provenance
+from stic.stage import apply_global_batch, finish_config, global_batch, run_stage
 
-warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 DESCRIPTION_HEAD = "Image description:\n"
 
 
@@ -75,19 +73,10 @@ class SticSftConfig(SFTConfig):
     output_dir: Optional[str] = None
 
     def __post_init__(self):
-        self.output_dir_given = self.output_dir is not None
-        if self.wandb_user in ("none", ""):
-            self.wandb_user = None
-        if self.bf16 is None:
-            self.bf16 = bool(not self.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        finish_config(self)
         self.dataset_kwargs = {"skip_prepare_dataset": True}  # the collator builds batches from the raw rows
         super().__post_init__()
-        if self.global_batch_size:
-            per_step = self.per_device_train_batch_size * self.world_size
-            if self.global_batch_size % per_step:
-                raise LetheError(f"--global_batch_size {self.global_batch_size} is not a multiple of "
-                                 f"per_device_train_batch_size × processes = {per_step}")
-            self.gradient_accumulation_steps = self.global_batch_size // per_step
+        apply_global_batch(self)
 
 
 def split_description(question: str) -> tuple[str, str]:
@@ -180,36 +169,16 @@ def build_trainer(margs, cfg: SticSftConfig) -> tuple[SFTTrainer, Any]:
             f"a new LoRA r {cfg.lora_r} α {cfg.lora_alpha}"
         skipped = f"; {text_only} conversations without an image left out" if text_only else ""
         print(f"STIC stage 2: {len(rows)} turns from {cfg.data_path}{skipped}; {start}: {n_train:,} trainable "
-              f"params; global batch {cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * cfg.world_size}",
-              flush=True)
+              f"params; global batch {global_batch(cfg)}", flush=True)
     return trainer, vlm
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    from common.args import ModelArguments, parse_args, save_config
-    from common.checkpoint import write_provenance
-
-    margs, cfg = parse_args([ModelArguments, SticSftConfig], argv)
-    default_output_dir(cfg, margs, "stage2")
-    setup_wandb(cfg)
-    trainer, vlm = build_trainer(margs, cfg)
-    provenance = stic_provenance("stic_sft", cfg, margs, vlm, {"data_path": cfg.data_path,
-                                                              "image_folder": cfg.image_folder,
-                                                              "load_peft": cfg.load_peft})
-    trainer.add_callback(Provenance(provenance))
-    resume = resume_checkpoint(trainer, cfg.output_dir, cfg.restart)
-    if trainer.is_world_process_zero():
-        save_config(cfg.output_dir, margs, name="model_config.yaml")
-        write_provenance(cfg.output_dir, provenance)
-        print(f"world size {cfg.world_size}; output {cfg.output_dir}", flush=True)
-    trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(cfg.output_dir)
-    if trainer.is_world_process_zero():
-        write_provenance(cfg.output_dir, provenance, global_step=trainer.state.global_step)
-        print(f"saved the stage-2 adapter in {cfg.output_dir}; evaluate with --lora_path {cfg.output_dir}",
-              flush=True)
-    return 0
+    return run_stage(argv, SticSftConfig, build_trainer, "stage2", "stic_sft",
+                     lambda cfg: {"data_path": cfg.data_path, "image_folder": cfg.image_folder,
+                                  "load_peft": cfg.load_peft},
+                     lambda out: f"saved the stage-2 adapter in {out}; evaluate with --lora_path {out}")
 
 
 if __name__ == "__main__":

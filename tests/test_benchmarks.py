@@ -40,3 +40,13 @@ def test_bench_chair_catches_a_changed_merge_table(monkeypatch):
     monkeypatch.setattr(objects, "COCO_DOUBLE_WORDS", objects.COCO_DOUBLE_WORDS[:-1])  # drop "train track"
     with pytest.raises(AssertionError):
         bench.main(["--captions", "300", "--seed", "3"])
+
+
+def test_bench_dpo_memory_runs_both_layouts_on_the_same_loss():
+    """Both layouts compute the same first loss (the reference is the same function of the same weights)."""
+    res = _load("bench_dpo_memory").main(["--hidden", "32", "--layers", "1", "--steps", "1", "--runs", "1",
+                                          "--threads", "1"])
+    first = res["first_loss"]
+    assert abs(first["original"][0] - first["ours"][0]) < 1e-6
+    assert all(res["median"][v]["peak_mb"] > 0 and res["median"][v]["cpu_s_per_step"] > 0
+               for v in ("original", "ours"))

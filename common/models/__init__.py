@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from common.errors import LetheError
@@ -15,6 +16,9 @@ from common.models.base import (IGNORE_INDEX, PROMPT_STYLES, SCOPES, Batch, Samp
 from common.models.blip2 import Blip2VLM, InstructBlipVLM
 from common.models.clip import ClipModel
 from common.models.llava import LlavaNextVLM, LlavaVLM
+
+# peft and trl ask models for this deprecated property (transformers 5.x); nothing for a user to act on
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 FAMILIES: dict[str, type] = {
     "llava": LlavaVLM,
