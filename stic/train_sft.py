@@ -129,13 +129,14 @@ class InstructionCollator:
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         from common.models import Sample
 
-        samples = []
+        samples, decoded = [], {}
         for r in rows:
-            try:
-                im = load_image(r["image"])
-            except LetheError as e:
-                raise LetheError(f"{r['where']}: {e}") from None
-            samples.append(Sample(im, r["prompt"], target=r["answer"]))
+            if r["image"] not in decoded:  # a conversation's turns share their image: decode it once per batch
+                try:
+                    decoded[r["image"]] = load_image(r["image"])
+                except LetheError as e:
+                    raise LetheError(f"{r['where']}: {e}") from None
+            samples.append(Sample(decoded[r["image"]], r["prompt"], target=r["answer"]))
         batch = self.vlm.build_batch(samples)
         return {**batch.inputs, "labels": batch.labels}
 

@@ -71,7 +71,7 @@ def test_lora_on_the_language_model_only_and_paper_defaults(tiny_dir, pref, tmp_
 
 
 def test_loss_equals_hand_computed_dpo_plus_nll_and_reference_is_the_base_model(tiny_dir, pref, tmp_path):
-    from common.models import Batch, Sample, load_model
+    from common.models import Sample, load_model
 
     trainer, vlm = _trainer(tiny_dir("llava"), pref, tmp_path / "o", "--sft_weight", "0.5", "--beta", "0.3")
     _perturb_lora(trainer.model)
