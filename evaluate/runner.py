@@ -138,7 +138,8 @@ def run_generation(vlm: VisionLanguageModel, items: Sequence[Mapping[str, Any]],
 
     With ``dar_prompt`` (STIC's describe-and-respond) each item is first described *with its image*; the answer
     prompt is ``dar_template.format(description=..., question=prompt)``, again with the image, and the record
-    gets a ``description`` field. Text-only items are answered directly. ``sort_window``: batches per length-sorting
+    gets a ``description`` field; without sampling an image is described once (its description is the same for
+    every question about it). Text-only items are answered directly. ``sort_window``: batches per length-sorting
     window (see the module docstring). ``generate_kwargs``: more keywords for ``vlm.generate`` (e.g.
     ``length_penalty``), passed when it takes them.
     """
@@ -164,6 +165,7 @@ def run_generation(vlm: VisionLanguageModel, items: Sequence[Mapping[str, Any]],
     # Greedy/beam answers depend only on (image, prompt): POPE's three splits share their positive questions,
     # so identical pairs are generated once (batched == batch-size-1, so the answers are the same).
     cache: dict[tuple[Any, str], tuple[str, str | None]] = {}
+    described: dict[Any, str] = {}  # DaR descriptions by image, when they are deterministic
     windows = plan_batches(todo, batch_size, sort_window, key=None if do_sample else _cache_key)
     already = len(items) - len(todo)
     from tqdm.auto import tqdm
@@ -176,7 +178,7 @@ def run_generation(vlm: VisionLanguageModel, items: Sequence[Mapping[str, Any]],
             ready: dict[int, Record] = {}
             for idx in window:
                 batch = [todo[i] for i in idx]
-                for i, rec in zip(idx, _generate_batch(vlm, batch, gen_kw, cache, do_sample, make_record,
+                for i, rec in zip(idx, _generate_batch(vlm, batch, gen_kw, cache, described, do_sample, make_record,
                                                        dar_prompt, dar_template, dar_max_new_tokens)):
                     ready[i] = rec
                 records = []
@@ -193,7 +195,7 @@ def run_generation(vlm: VisionLanguageModel, items: Sequence[Mapping[str, Any]],
 
 
 def _generate_batch(vlm: VisionLanguageModel, batch: list[Mapping[str, Any]], gen_kw: dict[str, Any],
-                    cache: dict[tuple[Any, str], tuple[str, str | None]], do_sample: bool,
+                    cache: dict[tuple[Any, str], tuple[str, str | None]], described: dict[Any, str], do_sample: bool,
                     make_record: Callable[[Mapping[str, Any], str], Record], dar_prompt: str | None,
                     dar_template: str, dar_max_new_tokens: int | None) -> list[Record]:
     """The records of one batch (all with or all without an image), in batch order."""
@@ -206,8 +208,18 @@ def _generate_batch(vlm: VisionLanguageModel, batch: list[Mapping[str, Any]], ge
         prompts = [k[1] for k in gen_keys]
         descriptions: list[str | None] = [None] * len(gen_keys)
         if dar_prompt and with_images:
-            descriptions = _generate(vlm, images, [dar_prompt] * len(gen_keys),
-                                     **{**gen_kw, "max_new_tokens": dar_max_new_tokens or gen_kw["max_new_tokens"]})
+            describe_kw = {**gen_kw, "max_new_tokens": dar_max_new_tokens or gen_kw["max_new_tokens"]}
+            if do_sample:
+                descriptions = _generate(vlm, images, [dar_prompt] * len(gen_keys), **describe_kw)
+            else:  # a greedy/beam description depends on the image only: once per image (POPE asks 6 per image)
+                first = {}
+                for k, im in zip(gen_keys, images):
+                    if k[0] not in described:
+                        first.setdefault(k[0], im)
+                if first:
+                    described.update(zip(first, _generate(vlm, list(first.values()), [dar_prompt] * len(first),
+                                                          **describe_kw)))
+                descriptions = [described[k[0]] for k in gen_keys]
             prompts = [dar_template.format(description=d, question=p) for d, p in zip(descriptions, prompts)]
         results = list(zip(_generate(vlm, images, prompts, **gen_kw), descriptions))
     if do_sample:

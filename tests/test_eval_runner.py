@@ -137,6 +137,23 @@ def test_runner_text_only_items_and_dar(images, tmp_path):
     assert rows[3]["text"] == "No"
 
 
+def test_runner_dar_describes_each_image_once(images, tmp_path):
+    """Greedy DaR describes an image once for all its questions (in any batch); sampled DaR once per question."""
+    qs = ["Is there a cat?", "Is there a dog?", "What color is it?"]
+    items = [{"id": f"q{i}{j}", "image_path": str(images / f"im{i}.png"), "prompt": q}
+             for i in range(2) for j, q in enumerate(qs)]
+    dar = "Detail the composition and subjects within the frame."
+    for do_sample, described in ((False, 2), (True, 6)):
+        vlm = FakeVLM()
+        out = tmp_path / f"dar_{do_sample}.jsonl"
+        run_generation(vlm, items, out, batch_size=2, do_sample=do_sample, dar_prompt=dar, progress=False)
+        describe_calls = [c for c in vlm.calls if c[1][0] == dar]
+        assert sum(len(c[1]) for c in describe_calls) == described
+        rows = [json.loads(x) for x in out.read_text().splitlines()]
+        assert [r["description"] for r in rows] == ["a 16px picture"] * 3 + ["a 17px picture"] * 3
+        assert [r["text"] for r in rows] == ["No", "Yes", "Red."] * 2  # answered with the description in the prompt
+
+
 # ------------------------------------------------------------------------------------ batch size and sorting
 class SizedVLM(FakeVLM):
     """Like the model layer: takes ``batch_size`` (and records it) besides the runner's own batches."""
