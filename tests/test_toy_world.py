@@ -288,8 +288,6 @@ def test_pope(toy, vocab):
 
 
 def test_mme(toy, vocab):
-    n2id = name_to_id(vocab)
-    colour_of = {c["id"]: c["color"] for c in vocab["categories"]}
     for sub in ("existence", "count", "position", "color"):
         imgs = sorted(p.stem for p in (toy / f"mme/{sub}/images").glob("*.png"))
         txts = sorted(p.stem for p in (toy / f"mme/{sub}/questions_answers_YN").glob("*.txt"))
@@ -301,27 +299,52 @@ def test_mme(toy, vocab):
             assert (a1, a2) == ("Yes", "No") and q1 != q2
             assert q1.endswith(" Please answer yes or no.") and q2.endswith(" Please answer yes or no.")
             grid = cells(toy / f"mme/{sub}/images/{name}.png", vocab)
-            present = list(grid.values())
             for q, yes in ((q1, True), (q2, False)):
-                if sub == "existence":
-                    cid = n2id[re.match(r"Is there an? (\w+) in this image\?", q).group(1)]
-                    assert (cid in present) == yes, q
-                elif sub == "count":
-                    m = re.match(r"(?:Is there only (one) (\w+)|Are there (\w+) (\w+)) in this image\?", q)
-                    word, noun = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-                    n = ["zero", "one", "two", "three", "four"].index(word)
-                    assert (present.count(n2id[noun]) == n) == yes, q
-                elif sub == "position":
-                    m = re.match(r"Is the (\w+) (on the left of|on the right of|above|below) the (\w+)\?", q)
-                    (ra, ca), = [k for k, v in grid.items() if v == n2id[m.group(1)]]
-                    (rb, cb), = [k for k, v in grid.items() if v == n2id[m.group(3)]]
-                    truth = {"on the left of": ca < cb, "on the right of": ca > cb,
-                             "above": ca == cb and ra < rb, "below": ca == cb and ra > rb}[m.group(2)]
-                    assert truth == yes, q
-                else:
-                    m = re.match(r"Is there an? (\w+) (\w+) in this image\?", q)
-                    cid = n2id[m.group(2)]
-                    assert cid in present and (colour_of[cid] == m.group(1)) == yes, q
+                assert yes_no_truth(sub, q, grid, vocab) == yes, q
+
+
+def yes_no_truth(kind: str, question: str, grid: dict[tuple[int, int], int], vocab: dict) -> bool:
+    """The true answer to an MME-style yes/no question of a kind, read off the image's cells."""
+    n2id = name_to_id(vocab)
+    present = list(grid.values())
+    q = question.removesuffix(" Please answer yes or no.")
+    if kind == "existence":
+        return n2id[re.fullmatch(r"Is there an? (\w+) in this image\?", q).group(1)] in present
+    if kind == "count":
+        m = re.fullmatch(r"(?:Is there only (one) (\w+)|Are there (\w+) (\w+)) in this image\?", q)
+        word, noun = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+        return present.count(n2id[noun]) == ["zero", "one", "two", "three", "four"].index(word)
+    if kind == "position":
+        m = re.fullmatch(r"Is the (\w+) (on the left of|on the right of|above|below) the (\w+)\?", q)
+        (ra, ca), = [k for k, v in grid.items() if v == n2id[m.group(1)]]
+        (rb, cb), = [k for k, v in grid.items() if v == n2id[m.group(3)]]
+        return {"on the left of": ca < cb, "on the right of": ca > cb,
+                "above": ca == cb and ra < rb, "below": ca == cb and ra > rb}[m.group(2)]
+    m = re.fullmatch(r"Is there an? (\w+) (\w+) in this image\?", q)
+    cid = n2id[m.group(2)]
+    assert cid in present, q  # colour questions ask about an object of the image
+    return {c["id"]: c["color"] for c in vocab["categories"]}[cid] == m.group(1)
+
+
+def test_instruction_mix_verification_turns(toy, vocab):
+    """Every conversation ends with 2 yes/no verification turns of distinct kinds, true to the pixels; over the
+    data the kinds and both answers all occur."""
+    rows = json.loads((toy / "llava" / "llava_v1_5_mix665k.json").read_text())
+    seen = set()
+    for r in rows:
+        grid = cells(toy / r["image"], vocab)
+        conv = r["conversations"]
+        kinds = []
+        for q, a in zip(conv[-4::2], conv[-3::2]):
+            v = q["value"]
+            assert v.endswith(" Please answer yes or no.") and a["value"] in ("Yes", "No"), v
+            kind = ("position" if v.startswith("Is the ") else
+                    "count" if v.startswith(("Are there", "Is there only")) else "color")
+            assert yes_no_truth(kind, v, grid, vocab) == (a["value"] == "Yes"), (r["image"], v, a["value"])
+            kinds.append(kind)
+            seen.add((kind, a["value"]))
+        assert len(set(kinds)) == 2, conv[-4:]
+    assert seen == {(k, a) for k in ("count", "position", "color") for a in ("Yes", "No")}
 
 
 # ----------------------------------------------------------------------------------------------- GQA

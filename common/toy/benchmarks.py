@@ -12,13 +12,18 @@ import numpy as np
 from common.toy.formats import Writer
 from common.toy.world import (
     CATEGORIES,
-    NUMBER_WORDS,
+    OPPOSITE,
     SHAPES,
+    YES_NO_SUFFIX,
     Split,
     WorldConfig,
     article,
     category_by_name,
+    colour_question,
     corrupt,
+    count_question,
+    existence_question,
+    position_question,
     relation,
     render_scene,
     rng_for,
@@ -109,16 +114,6 @@ def write_pope(w: Writer, cfg: WorldConfig, val: Split, stats: dict[str, Any]) -
 # --------------------------------------------------------------------------------------------------- MME
 
 MME_SUBTASKS = ("existence", "count", "position", "color")
-MME_SUFFIX = " Please answer yes or no."
-POSITION_WORDS = {"left": "on the left of", "right": "on the right of", "above": "above", "below": "below"}
-OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
-
-
-def _count_question(cid: int, n: int) -> str:
-    c = _cat(cid)
-    if n == 1:
-        return f"Is there only one {c.name} in this image?"
-    return f"Are there {NUMBER_WORDS[n]} {c.plural} in this image?"
 
 
 def mme_item(cfg: WorldConfig, subtask: str, i: int) -> tuple[dict[str, Any], str, str]:
@@ -130,15 +125,14 @@ def mme_item(cfg: WorldConfig, subtask: str, i: int) -> tuple[dict[str, Any], st
         present = scene_category_ids(scene)
         yes = _pick(rng, present)
         no = _pick(rng, [c for c in ALL_IDS if c not in present])
-        q_yes = f"Is there {article(_cat(yes).name)} {_cat(yes).name} in this image?"
-        q_no = f"Is there {article(_cat(no).name)} {_cat(no).name} in this image?"
+        q_yes, q_no = existence_question(yes), existence_question(no)
     elif subtask == "count":
         cid = _pick(rng, ALL_IDS)
         n = int(rng.integers(1, min(3, cfg.grid * cfg.grid - 1) + 1))
         others = _pick(rng, [c for c in ALL_IDS if c != cid], int(rng.integers(0, 2)))
         scene = sample_scene(rng, cfg, categories=[cid] * n + others)
         wrong = _pick(rng, [m for m in (1, 2, 3, 4) if m != n])
-        q_yes, q_no = _count_question(cid, n), _count_question(cid, wrong)
+        q_yes, q_no = count_question(cid, n), count_question(cid, wrong)
     elif subtask == "position":
         a, b = _pick(rng, ALL_IDS, 2)
         scene = sample_scene(rng, cfg, categories=[a, b])
@@ -146,18 +140,16 @@ def mme_item(cfg: WorldConfig, subtask: str, i: int) -> tuple[dict[str, Any], st
         ob = next(o for o in scene["objects"] if o["category_id"] == b)
         rel = relation(oa, ob)
         assert rel is not None
-        q_yes = f"Is the {_cat(a).name} {POSITION_WORDS[rel]} the {_cat(b).name}?"
-        q_no = f"Is the {_cat(a).name} {POSITION_WORDS[OPPOSITE[rel]]} the {_cat(b).name}?"
+        q_yes, q_no = position_question(a, b, rel), position_question(a, b, OPPOSITE[rel])
     elif subtask == "color":
         scene = sample_scene(rng, cfg, n_objects=int(rng.integers(1, max_obj + 1)))
         cid = _pick(rng, scene_category_ids(scene))
         right = _cat(cid).color
         wrong = _pick(rng, [c for c in COLOURS if c != right])
-        q_yes = f"Is there {article(right)} {right} {_cat(cid).name} in this image?"
-        q_no = f"Is there {article(wrong)} {wrong} {_cat(cid).name} in this image?"
+        q_yes, q_no = colour_question(cid, right), colour_question(cid, wrong)
     else:
         raise ValueError(subtask)
-    return scene, q_yes + MME_SUFFIX, q_no + MME_SUFFIX
+    return scene, q_yes + YES_NO_SUFFIX, q_no + YES_NO_SUFFIX
 
 
 def write_mme(w: Writer, cfg: WorldConfig) -> dict[str, int]:

@@ -19,13 +19,19 @@ from common.io import atomic_path
 from common.toy.world import (
     CATEGORIES,
     NUMBER_WORDS,
+    OPPOSITE,
+    YES_NO_SUFFIX,
     Split,
     WorldConfig,
     add_hallucination,
     category_by_name,
     coco_bbox,
     coco_polygon,
+    colour_question,
+    count_question,
     object_mask,
+    position_question,
+    relation,
     render_caption,
     render_scene,
     rng_for,
@@ -254,15 +260,51 @@ def instruction_turns(rng: np.random.Generator, scene: dict[str, Any], caption: 
     return [turns[0]] + qa if rng.random() < DESCRIPTION_SHARE else qa
 
 
+VERIFY_TURNS = 2  # yes/no verification turns that end every conversation
+
+
+def verification_turns(rng: np.random.Generator, scene: dict[str, Any],
+                       k: int = VERIFY_TURNS) -> list[tuple[str, str]]:
+    """``k`` yes/no questions of distinct kinds about a scene, each true or false with probability 1/2, in MME's
+    phrasing (VQA-style verification questions are part of LLaVA's mix665k): colour ("Is there a red ball in this
+    image?"), count ("Are there two boxes in this image?") and, when two objects are alone in their category,
+    position ("Is the ball on the left of the box?")."""
+    counts = scene_counts(scene)
+    present = list(counts)
+    singles = [o for o in scene["objects"] if counts[o["category_id"]] == 1]
+    pairs = [(a, b) for a in singles for b in singles if a is not b]  # distinct cells: a relation always holds
+    kinds = ["colour", "count"] + (["position"] if pairs else [])
+    turns = []
+    for kind in [kinds[i] for i in rng.permutation(len(kinds))[:k]]:
+        yes = bool(rng.random() < 0.5)
+        if kind == "position":
+            a, b = pairs[int(rng.integers(len(pairs)))]
+            rel = relation(a, b)
+            q = position_question(a["category_id"], b["category_id"], rel if yes else OPPOSITE[rel])
+        else:
+            cid = present[int(rng.integers(len(present)))]
+            if kind == "colour":
+                wrong = [c.color for c in CATEGORIES if c.id != cid]
+                q = colour_question(cid, CATEGORIES[cid - 1].color if yes else wrong[int(rng.integers(len(wrong)))])
+            else:
+                wrong = [m for m in (1, 2, 3, 4) if m != counts[cid]]
+                q = count_question(cid, counts[cid] if yes else wrong[int(rng.integers(len(wrong)))])
+        turns.append((q + YES_NO_SUFFIX, "Yes" if yes else "No"))
+    return turns
+
+
 def write_instruction_mix(w: Writer, cfg: WorldConfig, train: Split) -> int:
-    """llava/llava_v1_5_mix665k.json: LLaVA's instruction format (the "gold" retention data of EFUF), built from
-    the clean train captions and truthful QA; image paths relative to the dataset root."""
+    """llava/llava_v1_5_mix665k.json: LLaVA's instruction format (the "gold" retention data of EFUF, and STIC's
+    stage-2 data), built from the clean train captions, truthful QA and yes/no verification turns; image paths
+    relative to the dataset root."""
     rows = []
     for i, (iid, fn, scene, specs) in enumerate(zip(train.image_ids, train.file_names, train.scenes,
                                                      train.captions)):
         rng = rng_for(cfg.seed, "mix", i)
+        turns = instruction_turns(rng, scene, render_caption(specs[0]))
+        turns += verification_turns(rng_for(cfg.seed, "verify", i), scene)  # last: the first turn stays as it was
         conv = []
-        for j, (q, a) in enumerate(instruction_turns(rng, scene, render_caption(specs[0]))):
+        for j, (q, a) in enumerate(turns):
             conv.append({"from": "human", "value": ("<image>\n" if j == 0 else "") + q})
             conv.append({"from": "gpt", "value": a})
         rows.append({"id": f"toy-{iid:012d}", "image": f"images/train/{fn}", "conversations": conv})

@@ -143,6 +143,7 @@ class WorldConfig:
 # Streams of the random generator: one per purpose, so that adding images to one never shifts another.
 STREAMS = {
     "train": 1, "val": 2, "bias": 3, "pope": 4, "mme": 5, "gqa": 6, "sqa": 7, "qbench": 8, "captions": 9, "mix": 10,
+    "verify": 11,
 }
 
 
@@ -468,6 +469,34 @@ def add_hallucination(rng: np.random.Generator, spec: dict[str, Any], cid: int) 
     pos = int(rng.integers(lo, len(spec["mentions"]) + 1))
     spec["mentions"].insert(pos, m)
     return spec
+
+
+# --------------------------------------------------------------------------------------------------- yes/no questions
+# MME's phrasing, shared by the MME benchmark and the instruction mix's verification turns.
+
+YES_NO_SUFFIX = " Please answer yes or no."
+POSITION_WORDS = {"left": "on the left of", "right": "on the right of", "above": "above", "below": "below"}
+OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
+
+
+def existence_question(cid: int) -> str:
+    name = CATEGORIES[cid - 1].name
+    return f"Is there {article(name)} {name} in this image?"
+
+
+def count_question(cid: int, n: int) -> str:
+    c = CATEGORIES[cid - 1]
+    if n == 1:
+        return f"Is there only one {c.name} in this image?"
+    return f"Are there {NUMBER_WORDS[n]} {c.plural} in this image?"
+
+
+def colour_question(cid: int, colour: str) -> str:
+    return f"Is there {article(colour)} {colour} {CATEGORIES[cid - 1].name} in this image?"
+
+
+def position_question(a: int, b: int, rel: str) -> str:
+    return f"Is the {CATEGORIES[a - 1].name} {POSITION_WORDS[rel]} the {CATEGORIES[b - 1].name}?"
 
 
 # --------------------------------------------------------------------------------------------------- corruptions
