@@ -327,8 +327,8 @@ def yes_no_truth(kind: str, question: str, grid: dict[tuple[int, int], int], voc
 
 
 def test_instruction_mix_verification_turns(toy, vocab):
-    """Every conversation ends with 2 yes/no verification turns of distinct kinds, true to the pixels; over the
-    data the kinds and both answers all occur."""
+    """Every conversation ends with 2 yes/no verification turns of distinct kinds, asked as the MME evaluation asks
+    and true to the pixels; over the data the kinds and both answers all occur."""
     rows = json.loads((toy / "llava" / "llava_v1_5_mix665k.json").read_text())
     seen = set()
     for r in rows:
@@ -336,15 +336,17 @@ def test_instruction_mix_verification_turns(toy, vocab):
         conv = r["conversations"]
         kinds = []
         for q, a in zip(conv[-4::2], conv[-3::2]):
-            v = q["value"]
-            assert v.endswith(" Please answer yes or no.") and a["value"] in ("Yes", "No"), v
+            suffix = " Please answer yes or no.\nAnswer the question using a single word or phrase."
+            assert q["value"].endswith(suffix) and a["value"] in ("Yes", "No"), q["value"]
+            v = q["value"].removesuffix(suffix)
             kind = ("position" if v.startswith("Is the ") else
-                    "count" if v.startswith(("Are there", "Is there only")) else "color")
+                    "count" if v.startswith(("Are there", "Is there only")) else
+                    "existence" if re.fullmatch(r"Is there an? \w+ in this image\?", v) else "color")
             assert yes_no_truth(kind, v, grid, vocab) == (a["value"] == "Yes"), (r["image"], v, a["value"])
             kinds.append(kind)
             seen.add((kind, a["value"]))
         assert len(set(kinds)) == 2, conv[-4:]
-    assert seen == {(k, a) for k in ("count", "position", "color") for a in ("Yes", "No")}
+    assert seen == {(k, a) for k in ("existence", "count", "position", "color") for a in ("Yes", "No")}
 
 
 # ----------------------------------------------------------------------------------------------- GQA

@@ -29,6 +29,7 @@ from common.toy.world import (
     coco_polygon,
     colour_question,
     count_question,
+    existence_question,
     object_mask,
     position_question,
     relation,
@@ -265,15 +266,17 @@ VERIFY_TURNS = 2  # yes/no verification turns that end every conversation
 
 def verification_turns(rng: np.random.Generator, scene: dict[str, Any],
                        k: int = VERIFY_TURNS) -> list[tuple[str, str]]:
-    """``k`` yes/no questions of distinct kinds about a scene, each true or false with probability 1/2, in MME's
-    phrasing (VQA-style verification questions are part of LLaVA's mix665k): colour ("Is there a red ball in this
+    """``k`` yes/no questions of distinct kinds about a scene, each true or false with probability 1/2, as the
+    evaluation asks MME's (its question, then LLaVA's short-answer line; VQA-style verification questions are part
+    of LLaVA's mix665k): existence ("Is there a ball in this image?"), colour ("Is there a red ball in this
     image?"), count ("Are there two boxes in this image?") and, when two objects are alone in their category,
     position ("Is the ball on the left of the box?")."""
     counts = scene_counts(scene)
     present = list(counts)
+    absent = [c.id for c in CATEGORIES if c.id not in counts]
     singles = [o for o in scene["objects"] if counts[o["category_id"]] == 1]
     pairs = [(a, b) for a in singles for b in singles if a is not b]  # distinct cells: a relation always holds
-    kinds = ["colour", "count"] + (["position"] if pairs else [])
+    kinds = (["existence"] if absent else []) + ["colour", "count"] + (["position"] if pairs else [])
     turns = []
     for kind in [kinds[i] for i in rng.permutation(len(kinds))[:k]]:
         yes = bool(rng.random() < 0.5)
@@ -281,6 +284,9 @@ def verification_turns(rng: np.random.Generator, scene: dict[str, Any],
             a, b = pairs[int(rng.integers(len(pairs)))]
             rel = relation(a, b)
             q = position_question(a["category_id"], b["category_id"], rel if yes else OPPOSITE[rel])
+        elif kind == "existence":
+            pool = present if yes else absent
+            q = existence_question(pool[int(rng.integers(len(pool)))])
         else:
             cid = present[int(rng.integers(len(present)))]
             if kind == "colour":
@@ -289,7 +295,7 @@ def verification_turns(rng: np.random.Generator, scene: dict[str, Any],
             else:
                 wrong = [m for m in (1, 2, 3, 4) if m != counts[cid]]
                 q = count_question(cid, counts[cid] if yes else wrong[int(rng.integers(len(wrong)))])
-        turns.append((q + YES_NO_SUFFIX, "Yes" if yes else "No"))
+        turns.append((q + YES_NO_SUFFIX + SHORT_ANSWER, "Yes" if yes else "No"))
     return turns
 
 
