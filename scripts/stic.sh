@@ -32,18 +32,26 @@ if [ "$TOY" = 1 ]; then
   "$PY" -m common.toy generate --out "$DATA" --seed "${SEED:-0}"
   "$PY" -m common.toy pretrain --data "$DATA" --out "$CKPT" --seed "${SEED:-0}"
   : "${MODEL:=llava}" "${MODEL_PATH:=$CKPT/llava}"
-  : "${PREF_IMAGES:=$DATA/images/train}" "${N_PREF:=600}"
-  : "${STAGE2_DATA:=$DATA/llava/llava_v1_5_mix665k.json}" "${STAGE2_IMAGES:=$DATA}" "${N_STAGE2:=600}"
+  : "${PREF_IMAGES:=$DATA/images/train}" "${N_PREF:=1200}"
+  # the toy LLaVA was pretrained on short description prompts and does not follow STIC's step-by-step one: its
+  # best descriptions (the preferred answers) come from the prompt it knows
+  : "${PREFERRED_PROMPT:=Please describe the image.}"
+  : "${STAGE2_DATA:=$DATA/llava/llava_v1_5_mix665k.json}" "${STAGE2_IMAGES:=$DATA}" "${N_STAGE2:=1500}"
   : "${POPE_DIR:=$DATA/pope}" "${POPE_IMAGES:=$DATA/images/val}" "${MME_DIR:=$DATA/mme}"
+  : "${CHAIR_ANNOTATIONS:=$DATA/annotations}" "${DESCRIBE_IMAGES:=$DATA/images/val}" "${N_DESCRIBE:=300}"
+  chair_flags=(--synonyms "$DATA/synonyms.txt" --no_default_merges)
   : "${DPO_CONFIG:=configs/stic/toy_stage1.yaml}" "${SFT_CONFIG:=configs/stic/toy_stage2.yaml}"
   : "${GEN_TOKENS:=48}" "${GEN_BATCH:=64}" "${EVAL_BATCH:=64}" "${DAR_TOKENS:=48}"
   : "${OUT:=results/stic_toy}"
 else
   DATA="${DATA:-dataset}"
   : "${MODEL:=llava_next}" "${MODEL_PATH:=llava-hf/llava-v1.6-mistral-7b-hf}"
-  : "${PREF_IMAGES:=$DATA/coco/train2014}" "${N_PREF:=6000}"
+  : "${PREF_IMAGES:=$DATA/coco/train2014}" "${N_PREF:=6000}" "${PREFERRED_PROMPT:=}"  # empty: STIC's own
   : "${STAGE2_DATA:=data/mixed_5k.json}" "${STAGE2_IMAGES:=$DATA/stage2_images}" "${N_STAGE2:=5000}"
   : "${POPE_DIR:=$DATA/pope}" "${POPE_IMAGES:=$DATA/val2014}" "${MME_DIR:=$DATA/MME}"
+  # CHAIR of the describe step's descriptions: set CHAIR_ANNOTATIONS (COCO annotations dir) and DESCRIBE_IMAGES
+  : "${CHAIR_ANNOTATIONS:=}" "${DESCRIBE_IMAGES:=$DATA/val2014}" "${N_DESCRIBE:=500}"
+  chair_flags=()
   : "${DPO_CONFIG:=configs/stic/stage1.yaml}" "${SFT_CONFIG:=configs/stic/stage2.yaml}"
   : "${GEN_TOKENS:=1024}" "${GEN_BATCH:=8}" "${EVAL_BATCH:=16}" "${DAR_TOKENS:=512}"
   : "${OUT:=results/stic}"
@@ -57,6 +65,15 @@ evaluate() {  # evaluate PHASE [adapter dir] [extra eval flags...]
   local phase="$1" adapter="${2:-}"; shift 2 || shift $#
   local lora=(); [ -n "$adapter" ] && lora=(--lora_path "$adapter")
   mkdir -p "$OUT/$phase"
+  if [ -n "$CHAIR_ANNOTATIONS" ] && [ $# = 0 ]; then  # what the describe step of DaR writes (stage 1's target)
+    step "[$phase] descriptions of $N_DESCRIBE images with the DaR prompt -> CHAIR"
+    done_already "$OUT/$phase/chair.json" || {
+      "$PY" evaluate/eval_caption.py "${model_flags[@]}" "${lora[@]}" --image_dir "$DESCRIBE_IMAGES" \
+        --num_images "$N_DESCRIBE" --prompt "Detail the composition and subjects within the frame." \
+        --max_new_tokens "$DAR_TOKENS" --batch_size "$EVAL_BATCH" --caption_eval_path "$OUT/$phase/captions.jsonl"
+      "$PY" evaluate/eval_auto.py --caption_eval_path "$OUT/$phase/captions.jsonl" \
+        --coco_annotation_dir "$CHAIR_ANNOTATIONS" "${chair_flags[@]}" --output_json "$OUT/$phase/chair.json"; }
+  fi
   step "[$phase] POPE"
   done_already "$OUT/$phase/pope.json" || "$PY" evaluate/eval_pope.py "${model_flags[@]}" "${lora[@]}" "$@" \
     --question_file "$POPE_DIR/llava_pope_test.jsonl" --annotation_dir "$POPE_DIR" --image_dir "$POPE_IMAGES" \
@@ -73,7 +90,8 @@ evaluate before ""
 
 step "1/5 preferences of $N_PREF unlabeled images -> $OUT/pref.jsonl"
 "$PY" stic/generate_pref.py "${model_flags[@]}" --image_dir "$PREF_IMAGES" --save_dir "$OUT/pref.jsonl" \
-  --max_images "$N_PREF" --max_new_tokens "$GEN_TOKENS" --batch_size "$GEN_BATCH"
+  --max_images "$N_PREF" --max_new_tokens "$GEN_TOKENS" --batch_size "$GEN_BATCH" \
+  ${PREFERRED_PROMPT:+--preferred_prompt "$PREFERRED_PROMPT"}
 done_already "$OUT/pref.json" || "$PY" stic/convert_jsonl_to_json.py --input "$OUT/pref.jsonl" --output "$OUT/pref.json"
 
 step "2/5 stage 1: regularized DPO -> $OUT/stage1_adapter"

@@ -6,8 +6,8 @@
 
 For each image (sorted; the first ``--max_images``):
 
-- **chosen**: the model's answer to the step-by-step description prompt on the clean image, stored under a plain
-  prompt x (one of 8);
+- **chosen**: the model's answer to the step-by-step description prompt (``--preferred_prompt``) on the clean
+  image, stored under a plain prompt x (one of 8);
 - **rejected**: with probability 1/2 the answer to a hallucination-inducing prompt (one of 8) on the clean image,
   else the answer to x on a corrupted image (1/2 low resolution, 1/2 colour jitter) — really corrupted, unlike the
   original, which recorded ``image_corruption: true`` but fed the clean image.
@@ -32,6 +32,7 @@ if __package__ in (None, ""):  # run as a file: import from the repo root, never
 
 import random
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -51,6 +52,9 @@ class PrefArguments:
     image_dir: Optional[str] = field(default=None, metadata={"help": "folder of unlabeled images (also --image-dir)"})
     save_dir: str = field(default=DEFAULT_SAVE, metadata={
         "help": f"output jsonl (also --save-dir); an existing folder gets {DEFAULT_SAVE} inside"})
+    preferred_prompt: str = field(default=DETAILED_PROMPT, metadata={
+        "help": "the prompt whose answer on the clean image is the preferred one (default: STIC's step-by-step "
+                "description prompt); for a model that does not follow it, the description prompt it was tuned on"})
 
 
 @dataclass
@@ -73,7 +77,8 @@ def plan_image(seed: int, name: str) -> ImagePlan:
     return ImagePlan(name, prompt, "corrupted_image", "", rng.choice(CORRUPTIONS), rng)
 
 
-def make_records(vlm: Any, image_dir: Path, names: Sequence[str], args: SamplingArguments) -> list[dict]:
+def make_records(vlm: Any, image_dir: Path, names: Sequence[str], args: SamplingArguments,
+                 preferred_prompt: str = DETAILED_PROMPT) -> list[dict]:
     """Generate the preference records of one batch of images (one ``generate`` call: chosen, then rejected)."""
     plans = [plan_image(args.seed, n) for n in names]
     clean = [load_image(image_dir / n) for n in names]  # a bad file raises naming its path
@@ -85,7 +90,7 @@ def make_records(vlm: Any, image_dir: Path, names: Sequence[str], args: Sampling
         else:
             rejected_images.append(corrupt(img, plan.corruption, plan.rng))
             rejected_prompts.append(plan.prompt)
-    texts = generate(vlm, clean + rejected_images, [DETAILED_PROMPT] * len(names) + rejected_prompts, args)
+    texts = generate(vlm, clean + rejected_images, [preferred_prompt] * len(names) + rejected_prompts, args)
     chosen, rejected = texts[:len(names)], texts[len(names):]
     return [{"image": plan.name, "image_corruption": plan.strategy == "corrupted_image",
              "corruption": plan.corruption, "hallu_prompt": plan.hallu_prompt, "strategy": plan.strategy,
@@ -98,6 +103,8 @@ def parse(argv: Sequence[str] | None = None) -> tuple[ModelArguments, PrefArgume
     margs, pargs, sargs = parse_args([ModelArguments, PrefArguments, SamplingArguments], argv)
     if not pargs.image_dir:
         raise LetheError("--image_dir (or --image-dir) is required")
+    if not pargs.preferred_prompt.strip():
+        raise LetheError("--preferred_prompt is empty")
     sargs.check()
     return margs, pargs, sargs
 
@@ -107,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     margs, pargs, sargs = parse(argv)
     names = list_images(pargs.image_dir, sargs.max_images)
     save = output_path(pargs.save_dir, DEFAULT_SAVE)
-    return generate_missing(margs, names, save, pargs.image_dir, sargs, make_records, "preference", "generated")
+    records = partial(make_records, preferred_prompt=pargs.preferred_prompt)
+    return generate_missing(margs, names, save, pargs.image_dir, sargs, records, "preference", "generated")
 
 
 if __name__ == "__main__":

@@ -197,6 +197,14 @@ def test_generate_pref_end_to_end(image_dir, tmp_path, spy):
     assert pref_main(_pref_argv(image_dir, again)) == 0
     assert again.read_text() == out.read_text()
 
+    # --preferred_prompt replaces the step-by-step prompt for the chosen answer only; the plan stays the same
+    s = spy()
+    other = tmp_path / "other.jsonl"
+    assert pref_main(_pref_argv(image_dir, other, "--preferred_prompt", "Please describe the image.")) == 0
+    assert [p[:2] for _, p, _ in s.calls] == [["Please describe the image."] * 2] * 3
+    other_rows = read_jsonl(other)
+    assert [(r["chosen"][0], r["strategy"]) for r in other_rows] == [(r["chosen"][0], r["strategy"]) for r in rows]
+
 
 def test_generate_pref_killed_then_resumed(image_dir, tmp_path, spy):
     full = tmp_path / "full.jsonl"
@@ -250,6 +258,8 @@ def test_generate_pref_flag_errors(image_dir, tmp_path, capsys):
     assert "--image_dir" in _error_lines(capsys)[0]
     assert pref_main(["--model", "llava", "--image_dir", str(image_dir), "--temprature", "0.2"]) == 2
     assert "did you mean --temperature" in _error_lines(capsys)[0]
+    assert pref_main(["--model", "llava", "--image_dir", str(image_dir), "--preferred_prompt", " "]) == 2
+    assert "--preferred_prompt is empty" in _error_lines(capsys)[0]
 
 
 # ---------------------------------------------------------------------------------------------- convert
