@@ -1,8 +1,8 @@
 """What every training CLI of the project shares: one log line per step, resuming from the last *complete*
 checkpoint, the device each process loads onto, and wandb's environment.
 
-Used by EFUF (``finetune/train.py``, a ``transformers.Trainer``) and STIC (``stic/train_dpo.py``,
-``stic/train_sft.py``: TRL's trainers, which are ``Trainer`` subclasses).
+Used by EFUF (``finetune/train.py``, a ``transformers.Trainer``), CLIP unlearning (``multidelete/unlearn.py``) and
+STIC (``stic/train_dpo.py``, ``stic/train_sft.py``: TRL's trainers, which are ``Trainer`` subclasses).
 """
 from __future__ import annotations
 
@@ -197,3 +197,47 @@ def resume_checkpoint(trainer, output_dir: str | Path, restart: bool = False,
     if resume and trainer.is_world_process_zero():
         print(f"resuming from {resume}")
     return resume
+
+
+class TrainableCheckpoints:
+    """``Trainer`` mixin: a checkpoint holds only the trained tensors of ``self.vlm`` (a model-layer wrapper with
+    ``model``, ``family``, ``scope`` and optionally ``lora_config``) as ``trainable.safetensors``, plus the run's
+    ``lethe_config.json`` (``self.provenance``); resuming loads them back. Every eval script loads the file with
+    ``--{model}_ckpt_load_path``."""
+
+    vlm: Any
+    provenance: dict[str, Any]
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        import json
+
+        from safetensors.torch import save_file
+
+        from common.checkpoint import write_provenance
+        from common.io import atomic_path
+
+        if not self.args.should_save:  # save_model calls this on every process: one writes
+            return
+        out = Path(output_dir or self.args.output_dir)
+        names = [n for n, p in self.vlm.model.named_parameters() if p.requires_grad]
+        if state_dict is None:
+            params = dict(self.vlm.model.named_parameters())
+            state_dict = {n: params[n] for n in names}
+        else:
+            state_dict = {n: state_dict[n] for n in names if n in state_dict}
+        tensors = {n: t.detach().contiguous().cpu() for n, t in state_dict.items()}
+        meta = {"format": "lethe-trainable-v1", "family": self.vlm.family, "scope": str(self.vlm.scope)}
+        if getattr(self.vlm, "lora_config", None):
+            meta["lora"] = json.dumps(self.vlm.lora_config)
+        with atomic_path(out / TRAINABLE_FILE, suffix=".safetensors") as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+        write_provenance(out, self.provenance, global_step=self.state.global_step)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        f = Path(resume_from_checkpoint) / TRAINABLE_FILE
+        if not f.is_file():
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        from common.checkpoint import announce_load, load_state_into, read_state_dict
+
+        state, meta = read_state_dict(f)
+        announce_load(load_state_into(self.vlm.model, state, str(f), metadata=meta))

@@ -137,7 +137,7 @@ class EfufCollator:
                 "efuf_score": torch.tensor([it.score for it in items], dtype=torch.float32)}
 
 
-class EfufTrainer(Trainer):
+class EfufTrainer(training.TrainableCheckpoints, Trainer):
     """EFUF as a loss: ``compute_loss`` combines per-sample target NLLs with signs, scores and schedules.
 
     The loss is a mean over the micro-batch's samples per component (never a sum over ``num_items_in_batch``
@@ -200,41 +200,6 @@ class EfufTrainer(Trainer):
             logs["efuf_loss"] = exact  # printed as "step N loss X" (log_line)
         self._losses.clear()
         super().log(logs, *args, **kwargs)
-
-    # -- checkpoints: only the trainable tensors, and the run's provenance beside them
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        from safetensors.torch import save_file
-
-        from common.checkpoint import write_provenance
-        from common.io import atomic_path
-
-        if not self.args.should_save:  # save_model calls this on every process: one writes
-            return
-        out = Path(output_dir or self.args.output_dir)
-        names = [n for n, p in self.vlm.model.named_parameters() if p.requires_grad]
-        if state_dict is None:
-            params = dict(self.vlm.model.named_parameters())
-            state_dict = {n: params[n] for n in names}
-        else:
-            state_dict = {n: state_dict[n] for n in names if n in state_dict}
-        tensors = {n: t.detach().contiguous().cpu() for n, t in state_dict.items()}
-        meta = {"format": "lethe-trainable-v1", "family": self.vlm.family, "scope": str(self.vlm.scope)}
-        if self.vlm.lora_config:
-            import json
-
-            meta["lora"] = json.dumps(self.vlm.lora_config)
-        with atomic_path(out / TRAINABLE_FILE, suffix=".safetensors") as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
-        write_provenance(out, self.provenance, global_step=self.state.global_step)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        f = Path(resume_from_checkpoint) / TRAINABLE_FILE
-        if not f.is_file():
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        from common.checkpoint import announce_load, load_state_into, read_state_dict
-
-        state, meta = read_state_dict(f)
-        announce_load(load_state_into(self.vlm.model, state, str(f), metadata=meta))
 
 
 def checkpoint_problem(ckpt: str | Path) -> str | None:
