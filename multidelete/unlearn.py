@@ -13,7 +13,8 @@ Batches: ``vlul`` / ``erase`` / ``delete`` see, per example, one Df pair and one
 cycle, so an epoch is one pass over the Df pairs; ``ft`` sees Dr pairs, ``neggrad`` Df pairs. The similarity
 matrices are over the *global* batch: features are gathered from every process (with gradients), so 2 processes
 with per-device batch B/2 train exactly as 1 process with batch B. The original model (the teacher of ``vlul``,
-``erase``, ``delete``) is a frozen copy, never updated; the logit scale is trained only by the contrastive
+``erase``, ``delete``) is a frozen copy, never updated, whose features of a pair are computed once and kept
+(``--cache_teacher``, on by default); the logit scale is trained only by the contrastive
 methods. At the end the run is evaluated (``multidelete/eval.py``: recall@k on Df, Dr and test, Df-vs-Dr AUROC,
 membership inference) and ``report.json`` written beside ``trainable.safetensors`` (the unlearned weights, which
 every eval script loads with ``--clip_ckpt_load_path``).
@@ -53,6 +54,9 @@ class UnlearnConfig(TrainingArguments):
     beta: float = field(default=1.0, metadata={"help": "vlul: weight of multimodal knowledge retention (on Dr)"})
     gamma: float = field(default=1.0, metadata={"help": "vlul: weight of unimodal knowledge retention (on Dr)"})
     eval_batch: int = field(default=128, metadata={"help": "batch size of the final evaluation's embedding pass"})
+    cache_teacher: bool = field(default=True, metadata={
+        "help": "keep the frozen teacher's features of each pair after its first use (CPU memory: 2 × dim floats a "
+                "pair) instead of recomputing them every epoch"})
     skip_eval: bool = field(default=False, metadata={"help": "do not evaluate at the end"})
     restart: bool = field(default=False, metadata={"help": "start over instead of resuming the last checkpoint"})
     wandb_user: Optional[str] = field(default=None, metadata={"help": "wandb entity; without it wandb is offline"})
@@ -108,11 +112,13 @@ class UnlearnPairs(torch.utils.data.Dataset):
         return self._perms[cycle][k]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        """``{"df": (image, caption), "df_idx": pair index, "dr": ..., "dr_idx": ...}`` (the parts the method uses)."""
         if self.method == "ft":
-            return {"dr": self.dr[i]}
-        item = {"df": self.df[i]}
+            return {"dr": self.dr[i], "dr_idx": i}
+        item = {"df": self.df[i], "df_idx": i}
         if self.method in PAIRED:
-            item["dr"] = self.dr[self._dr_index(i)]
+            j = self._dr_index(i)
+            item.update(dr=self.dr[j], dr_idx=j)
         return item
 
 
@@ -131,6 +137,7 @@ class PairCollator:
             if part in items[0]:
                 out[f"{part}_pixel_values"] = self.clip.preprocess([self._load(it[part][0]) for it in items])
                 out[f"{part}_tokens"] = self.clip.tokenize([it[part][1] for it in items])
+                out[f"{part}_idx"] = torch.tensor([it[f"{part}_idx"] for it in items], dtype=torch.long)
         return out
 
 
@@ -152,6 +159,8 @@ class UnlearnTrainer(training.TrainableCheckpoints, Trainer):
         super().__init__(*args, **kwargs)
         self.model_accepts_loss_kwargs = False
         self.vlm, self.teacher, self.method = clip, teacher, cfg.unlearn_method
+        self.cache_teacher = cfg.cache_teacher
+        self._teacher_cache: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
         self.weights = (cfg.alpha, cfg.beta, cfg.gamma)
         self.model_args = model_args
         self._parts: dict[str, list[float]] = {}
@@ -167,8 +176,9 @@ class UnlearnTrainer(training.TrainableCheckpoints, Trainer):
                 "training": self.args.to_dict(), "model": self.model_args, "world_size": self.args.world_size})
         return self._provenance
 
-    def _features(self, module, pixels, tokens) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised (image, text) features through ``module``'s forward (so DDP sees the call)."""
+    def _features(self, module, pixels, tokens, gather_all: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised (image, text) features through ``module``'s forward (so DDP sees the call); with
+        ``gather_all``, every process's rows."""
         if self.vlm.backend == "open_clip":
             out = module(image=pixels, text=tokens)
             fi, ft = (out["image_features"], out["text_features"]) if isinstance(out, dict) else out[:2]
@@ -176,11 +186,24 @@ class UnlearnTrainer(training.TrainableCheckpoints, Trainer):
             out = module(pixel_values=pixels, **tokens)
             fi, ft = out.image_embeds, out.text_embeds
         fi, ft = torch.nn.functional.normalize(fi.float(), dim=-1), torch.nn.functional.normalize(ft.float(), dim=-1)
-        return gather(fi), gather(ft)
+        return (gather(fi), gather(ft)) if gather_all else (fi, ft)
 
-    def _teacher(self, pixels, tokens):
-        with torch.no_grad():
-            return self._features(self.teacher, pixels, tokens)
+    def _teacher(self, inputs: dict[str, Any], part: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen teacher's features of a batch part (gathered): computed once per pair and kept (on the CPU)
+        when ``--cache_teacher``, since they never change; every later epoch reads them back."""
+        idx = inputs[f"{part}_idx"].tolist()
+        cache = self._teacher_cache.setdefault(part, {}) if self.cache_teacher else {}
+        if not all(i in cache for i in idx):
+            with torch.no_grad():
+                fi, ft = self._features(self.teacher, inputs[f"{part}_pixel_values"], inputs[f"{part}_tokens"],
+                                        gather_all=False)
+            if not self.cache_teacher:
+                return gather(fi), gather(ft)
+            cache.update({i: (a.cpu(), b.cpu()) for i, a, b in zip(idx, fi, ft)})
+        dev = self.args.device
+        fi = torch.stack([cache[i][0] for i in idx]).to(dev)
+        ft = torch.stack([cache[i][1] for i in idx]).to(dev)
+        return gather(fi), gather(ft)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         m = self.method
@@ -195,9 +218,9 @@ class UnlearnTrainer(training.TrainableCheckpoints, Trainer):
         else:
             fi, ft = self._features(model, inputs["df_pixel_values"], inputs["df_tokens"])
             ri, rt = self._features(model, inputs["dr_pixel_values"], inputs["dr_tokens"])
-            ri0, rt0 = self._teacher(inputs["dr_pixel_values"], inputs["dr_tokens"])
+            ri0, rt0 = self._teacher(inputs, "dr")
             if m == "vlul":
-                fi0, ft0 = self._teacher(inputs["df_pixel_values"], inputs["df_tokens"])
+                fi0, ft0 = self._teacher(inputs, "df")
                 if len(fi) >= 2:
                     g = torch.Generator().manual_seed(self.args.seed * 1_000_003 + self.state.global_step)
                     perm = L.derangement(len(fi), g).to(fi.device)

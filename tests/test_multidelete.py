@@ -258,3 +258,20 @@ def test_a_split_whose_images_are_missing_is_one_error_line(tiny_dir, tmp_path, 
     assert main(argv) == 2
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "forget.jsonl" in lines[0] and "gone.png" in lines[0]
+
+
+def test_teacher_features_are_computed_once_per_pair_and_equal_recomputed_ones(tiny_dir, toy, tmp_path):
+    trainer, clip, _ = _build(tiny_dir("open_clip"), toy, tmp_path / "r", "vlul")
+    calls = []
+    trainer.teacher.register_forward_hook(lambda m, i, o: calls.append(1))
+    batch = _batch(trainer)
+    with torch.no_grad():
+        first = trainer.compute_loss(clip.model, batch)
+        n = len(calls)
+        again = trainer.compute_loss(clip.model, batch)  # the same pairs: read back, no teacher forward
+    assert n == 2 and len(calls) == n  # one forward each for the Df and the Dr part, then none
+    trainer.cache_teacher = False
+    with torch.no_grad():
+        fresh = trainer.compute_loss(clip.model, batch)
+    assert len(calls) == n + 2
+    assert again.item() == first.item() == pytest.approx(fresh.item(), rel=1e-6)
