@@ -50,3 +50,9 @@ def test_bench_dpo_memory_runs_both_layouts_on_the_same_loss():
     assert abs(first["original"][0] - first["ours"][0]) < 1e-6
     assert all(res["median"][v]["peak_mb"] > 0 and res["median"][v]["cpu_s_per_step"] > 0
                for v in ("original", "ours"))
+
+
+def test_bench_unlearn_both_sides_train_the_same_losses():
+    res = _load("bench_unlearn").main(["--epochs", "2", "--runs", "1", "--n_train", "32"])
+    assert res["losses_agree"] is True and res["steps"] >= 4
+    assert all(v[0] > 0 for v in res["times"].values())
