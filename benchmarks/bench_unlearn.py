@@ -70,18 +70,19 @@ def main(argv: list[str] | None = None) -> dict:
     from common.toy.world import WorldConfig, generate
 
     torch.set_num_threads(a.threads)
-    tmp = tempfile.mkdtemp(prefix="bench_unlearn_")
-    toy, clip_path = os.path.join(tmp, "toy"), os.path.join(tmp, "open_clip")
-    generate(toy, WorldConfig(seed=0, n_train=a.n_train, n_val=8, pope_images=2, mme_per_subtask=1, gqa_images=2,
-                              sqa_train=2, sqa_val=2, sqa_test=2, qbench=4), log=lambda *_: None)
-    assert tiny_main(["--family", "open_clip", "--out", clip_path, "--seed", "0"]) == 0
     times: dict[str, list[float]] = {"original": [], "ours": []}
     losses: dict[str, list[float]] = {}
-    for r in range(a.runs):
-        for side, cache in (("original", False), ("ours", True)):
-            cpu, ls = run_once(clip_path, toy, os.path.join(tmp, f"{side}{r}"), a.epochs, cache)
-            times[side].append(cpu)
-            losses[side] = ls
+    with tempfile.TemporaryDirectory(prefix="bench_unlearn_") as tmp:
+        toy, clip_path = os.path.join(tmp, "toy"), os.path.join(tmp, "open_clip")
+        generate(toy, WorldConfig(seed=0, n_train=a.n_train, n_val=8, pope_images=2, mme_per_subtask=1,
+                                  gqa_images=2, sqa_train=2, sqa_val=2, sqa_test=2, qbench=4), log=lambda *_: None)
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert tiny_main(["--family", "open_clip", "--out", clip_path, "--seed", "0"]) == 0
+        for r in range(a.runs):
+            for side, cache in (("original", False), ("ours", True)):
+                cpu, ls = run_once(clip_path, toy, os.path.join(tmp, f"{side}{r}"), a.epochs, cache)
+                times[side].append(cpu)
+                losses[side] = ls
     agree = len(losses["original"]) == len(losses["ours"]) > 0 and all(
         abs(x - y) <= 1e-5 * max(1e-8, abs(x)) + 1e-7 for x, y in zip(losses["original"], losses["ours"]))
     med = {k: statistics.median(v) for k, v in times.items()}
