@@ -12,26 +12,16 @@
 # EXTRA_ARGS add flags (EXTRA_ARGS to every run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TOY=0
-for a in "$@"; do
-  case "$a" in
-    --toy) TOY=1 ;;
-    *) echo "error: unknown argument '$a' (valid: --toy)" >&2; exit 2 ;;
-  esac
-done
-if [ -z "${PYTHON:-}" ]; then
-  source scripts/_setup.sh
-  PYTHON="$PYTHON_BIN"
-fi
-PY="$PYTHON"
+source scripts/_pipeline.sh
+parse_toy_flag "$@"
+setup_python
 START=$(date +%s)
 
 if [ "$TOY" = 1 ]; then
   export HF_HUB_OFFLINE=1
   DATA="${DATA:-dataset/toy}"
   CKPT="${CKPT:-checkpoints/toy}"
-  "$PY" -m common.toy generate --out "$DATA" --seed "${SEED:-0}"
-  "$PY" -m common.toy pretrain --data "$DATA" --out "$CKPT" --seed "${SEED:-0}"
+  toy_models "$DATA" "$CKPT" "${SEED:-0}"
   : "${CFG:=configs/clip/retrieval_toy.yaml}" "${OUT:=results/multidelete_toy}" "${TRAIN_ORIGINAL:=1}"
   # the toy CLIP was pretrained for object presence; MultiDelete's step 1 makes it a retrieval model
   : "${ORIGINAL_ARGS:=--learning_rate 1e-4 --per_device_train_batch_size 64 --num_train_epochs 2}"
@@ -46,7 +36,7 @@ else
   EXTRA_ARGS="${EXTRA_ARGS:-}"
 fi
 : "${METHODS:=vlul erase delete ft neggrad}"
-mkdir -p "$OUT"
+if [ "$TOY" = 1 ]; then results_for_models "$OUT" "$CKPT"; else mkdir -p "$OUT"; fi
 step() { echo; echo "== $*"; }
 done_already() { [ -s "$1" ] && echo "(skipped: $1 exists from an earlier run; delete it to redo this step)"; }
 

@@ -7,6 +7,7 @@
 #      EFUF training -> captions -> CHAIR and POPE after; writes results/quickstart/summary.{json,md,png}
 set -euo pipefail
 source "$(dirname "$0")/_setup.sh"
+source scripts/_pipeline.sh
 export HF_HUB_OFFLINE=1
 SEED="${SEED:-0}"
 export DATA="${DATA:-dataset/toy}"
@@ -20,12 +21,7 @@ echo "== toy world -> $DATA"
 echo "== toy models -> $CKPT"
 "$PYTHON_BIN" -m common.toy pretrain --data "$DATA" --out "$CKPT" --seed "$SEED"
 echo "== EFUF on the toy world -> $OUT"
-# results of other toy models would be reused by the skip-when-done steps: start over when the models changed
-if [ -d "$OUT" ] && ! cmp -s "$CKPT/stamp.json" "$OUT/.toy_models_stamp.json"; then
-  echo "(toy models changed since $OUT was made: starting it over)"
-  rm -rf "$OUT"
-fi
-mkdir -p "$OUT" && cp "$CKPT/stamp.json" "$OUT/.toy_models_stamp.json"
+results_for_models "$OUT" "$CKPT"
 PRESET=toy PYTHON="$PYTHON_BIN" MODEL_PATH="$CKPT/llava" CLIP_PATH="$CKPT/clip" bash scripts/efuf.sh
 
 echo

@@ -12,25 +12,15 @@
 # Any variable below can be set in the environment; EXTRA_DPO_ARGS / EXTRA_SFT_ARGS go to the training scripts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TOY=0
-for a in "$@"; do
-  case "$a" in
-    --toy) TOY=1 ;;
-    *) echo "error: unknown argument '$a' (valid: --toy)" >&2; exit 2 ;;
-  esac
-done
-if [ -z "${PYTHON:-}" ]; then
-  source scripts/_setup.sh
-  PYTHON="$PYTHON_BIN"
-fi
-PY="$PYTHON"
+source scripts/_pipeline.sh
+parse_toy_flag "$@"
+setup_python
 
 if [ "$TOY" = 1 ]; then
   export HF_HUB_OFFLINE=1
   DATA="${DATA:-dataset/toy}"
   CKPT="${CKPT:-checkpoints/toy}"
-  "$PY" -m common.toy generate --out "$DATA" --seed "${SEED:-0}"
-  "$PY" -m common.toy pretrain --data "$DATA" --out "$CKPT" --seed "${SEED:-0}"
+  toy_models "$DATA" "$CKPT" "${SEED:-0}"
   : "${MODEL:=llava}" "${MODEL_PATH:=$CKPT/llava}"
   : "${PREF_IMAGES:=$DATA/images/train}" "${N_PREF:=1200}"
   # the toy LLaVA was pretrained on short description prompts and does not follow STIC's step-by-step one: its
@@ -56,7 +46,7 @@ else
   : "${GEN_TOKENS:=1024}" "${GEN_BATCH:=8}" "${EVAL_BATCH:=16}" "${DAR_TOKENS:=512}"
   : "${OUT:=results/stic}"
 fi
-mkdir -p "$OUT"
+if [ "$TOY" = 1 ]; then results_for_models "$OUT" "$CKPT"; else mkdir -p "$OUT"; fi
 step() { echo; echo "== $*"; }
 done_already() { [ -s "$1" ] && echo "(skipped: $1 exists from an earlier run; delete it to redo this step)"; }
 model_flags=(--model "$MODEL" "--${MODEL}_path" "$MODEL_PATH")

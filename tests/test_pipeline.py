@@ -108,3 +108,27 @@ def test_efuf_script_object_back_ends(tmp_path):
 
     run, calls = _efuf_sh_calls(tmp_path / "nollm", OBJECT_BACKEND="llm")
     assert run.returncode == 2 and "OBJECT_BACKEND=llm needs LLM_PATH" in run.stderr and not calls
+
+
+def test_pipeline_helpers_restart_results_of_other_toy_models_and_refuse_unknown_arguments(tmp_path):
+    """scripts/_pipeline.sh (quickstart, stic, multidelete): an OUT made with other toy models starts over, one made
+    with these is kept; an argument other than --toy is one error line with status 2."""
+    ckpt, out = tmp_path / "ckpt", tmp_path / "out"
+    ckpt.mkdir()
+    (ckpt / "stamp.json").write_text('{"stamp": "a"}')
+
+    def run(script: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", f"set -euo pipefail; source scripts/_pipeline.sh; {script}"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+
+    assert run(f"results_for_models {out} {ckpt}").returncode == 0
+    (out / "done.json").write_text("{}")
+    kept = run(f"results_for_models {out} {ckpt}")
+    assert kept.stdout == "" and (out / "done.json").is_file()
+    (ckpt / "stamp.json").write_text('{"stamp": "b"}')
+    redone = run(f"results_for_models {out} {ckpt}")
+    assert "toy models changed" in redone.stdout and not (out / "done.json").exists()
+    assert (out / ".toy_models_stamp.json").read_text() == '{"stamp": "b"}'
+    assert run('parse_toy_flag --toy; echo "TOY=$TOY"').stdout.strip() == "TOY=1"
+    bad = run("parse_toy_flag --tyo")
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: unknown argument '--tyo' (valid: --toy)"
