@@ -29,5 +29,18 @@ def cli_main(fn: Callable[..., int | None]) -> Callable[..., int]:
 
 
 def run_cli(main: Callable[..., int]) -> None:
-    """``if __name__ == "__main__": run_cli(main)``."""
-    sys.exit(main())
+    """``if __name__ == "__main__": run_cli(main)``.
+
+    Under ``torchrun`` the process group is closed after a barrier before the process exits: a rank that leaves
+    while another still holds gloo/NCCL connections can make that one abort (SIGABRT) at teardown."""
+    rc = main()
+    close_process_group()
+    sys.exit(rc)
+
+
+def close_process_group() -> None:
+    """Barrier + ``destroy_process_group`` when a torch.distributed group is up (a no-op otherwise)."""
+    dist = getattr(sys.modules.get("torch"), "distributed", None)
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

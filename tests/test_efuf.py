@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import launch
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -305,15 +306,11 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tiny_dir, im
     tiny = tiny_dir("llava")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     common = ["--max_steps", "4", "--save_strategy", "no"]
-    one = subprocess.run([sys.executable, str(ROOT / "finetune" / "train.py"),
-                          *_argv(tiny, data, tmp_path / "one", *common, "--per_device_train_batch_size", "2")],
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", "29531", str(ROOT / "finetune" / "train.py"),
-                          *_argv(tiny, data, tmp_path / "two", *common, "--per_device_train_batch_size", "1")],
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-2000:]
+    script = ROOT / "finetune" / "train.py"
+    one = launch.run(1, script, _argv(tiny, data, tmp_path / "one", *common, "--per_device_train_batch_size", "2"),
+                     env=env)
+    two = launch.run(2, script, _argv(tiny, data, tmp_path / "two", *common, "--per_device_train_batch_size", "1"),
+                     env=env)
     assert "world size 2" in two.stdout
 
     def losses(out: str) -> list[float]:
@@ -344,7 +341,7 @@ def test_accelerate_launch_with_the_ddp_config(tiny_dir, images, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     run = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                           str(ROOT / "configs" / "accelerate" / "ddp.yaml"), "--num_processes", "2",
-                          "--mixed_precision", "no", "--main_process_port", "29533", str(ROOT / "finetune" / "train.py"),
+                          "--mixed_precision", "no", "--main_process_port", str(launch.free_port()), str(ROOT / "finetune" / "train.py"),
                           *_argv(tiny_dir("llava"), data, tmp_path / "run", "--max_steps", "2",
                                  "--save_strategy", "no", "--per_device_train_batch_size", "1")],
                          env=env, capture_output=True, text=True, timeout=600)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
+import launch
 import pytest
 import torch
 import torch.nn.functional as F
@@ -188,11 +188,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tiny_dir, pr
     def run(out, procs):
         args = list(common)
         args[args.index("--output_dir") + 1] = str(out)
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
-                    "--master_port", str(29500 + procs + os.getpid() % 1000)] if procs > 1 else [sys.executable]
-        r = subprocess.run([*launcher, str(REPO / "stic" / "train_dpo.py"), *args], env=env, cwd=REPO,
-                           capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, r.stderr[-3000:]
+        r = launch.run(procs, REPO / "stic" / "train_dpo.py", args, env=env, cwd=REPO)
         assert f"world size {procs}" in r.stdout
         losses = [float(line.split()[3]) for line in r.stdout.splitlines() if line.startswith("step ")]
         return losses, load_file(str(out / "adapter_model.safetensors"))
