@@ -465,3 +465,20 @@ def test_qbench_corruptions_applied(toy):
             assert it["correct_ans"] == ("Medium" if m["level"] == 1 else "Low")
     assert seen == {"none", "blur", "noise", "dark", "bright"}
     assert {it["type"] for it in items} == {"Yes-or-No", "How", "What"}
+
+
+def test_classification_set_holds_one_object_of_its_class(toy, vocab):
+    """classification/val/<name>/: ImageNet-val layout, each image exactly one object, of the folder's class."""
+    from common.toy.benchmarks import CLASSIFICATION_PER_CLASS
+
+    classes = json.loads((toy / "classification" / "classes.json").read_text())
+    assert sorted(classes) == sorted(c["name"] for c in vocab["categories"])
+    ids = {c["name"]: c["id"] for c in vocab["categories"]}
+    for name in classes:
+        files = sorted((toy / "classification" / "val" / name).glob("*.png"))
+        assert len(files) == CLASSIFICATION_PER_CLASS
+        seen = [cells(f, vocab) for f in files]
+        assert all(list(s.values()) == [ids[name]] for s in seen), name
+        assert len({tuple(s) for s in seen}) > 1  # positions vary
+    manifest = json.loads((toy / "manifest.json").read_text())
+    assert "classification" not in manifest["counts"]  # eval-only: the toy models' stamp does not change

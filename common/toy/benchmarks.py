@@ -490,3 +490,21 @@ def write_qbench(w: Writer, cfg: WorldConfig) -> dict[str, int]:
     w.json("qbench/llvisionqa_dev.json", items, indent=1)
     w.json("qbench/toy_distortions.json", meta)
     return {"questions": len(items)}
+
+
+#: images per category in the classification set (a constant, not a WorldConfig field: the set is for evaluation
+#: only, and manifest.json — whose config the toy models' stamp hashes — does not list it, so adding it retrained
+#: nothing)
+CLASSIFICATION_PER_CLASS = 30
+
+
+def write_classification(w: Writer, cfg: WorldConfig, per_class: int = CLASSIFICATION_PER_CLASS) -> dict[str, int]:
+    """classification/val/<name>/<name>_NNN.png: single-object scenes, one folder per category (ImageNet-val
+    layout) for zero-shot classification (SLUG's forget and retain accuracy), + classification/classes.json
+    ``{folder: class name}``."""
+    for c in CATEGORIES:
+        for k in range(per_class):
+            scene = sample_scene(rng_for(cfg.seed, "classify", c.id, k), cfg, categories=[c.id])
+            w.png(f"classification/val/{c.name}/{c.name}_{k:03d}.png", render_scene(scene))
+    w.json("classification/classes.json", {c.name: c.name for c in CATEGORIES}, indent=1)
+    return {"classes": len(CATEGORIES), "images": len(CATEGORIES) * per_class}

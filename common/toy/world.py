@@ -143,7 +143,7 @@ class WorldConfig:
 # Streams of the random generator: one per purpose, so that adding images to one never shifts another.
 STREAMS = {
     "train": 1, "val": 2, "bias": 3, "pope": 4, "mme": 5, "gqa": 6, "sqa": 7, "qbench": 8, "captions": 9, "mix": 10,
-    "verify": 11,
+    "verify": 11, "classify": 12,
 }
 
 
@@ -581,6 +581,8 @@ def generate(out_dir: str | Path, cfg: WorldConfig | None = None, *, log=print) 
         "counts": {"train_images": cfg.n_train, "val_images": cfg.n_val, **counts},
     }
     writer.json("manifest.json", manifest)
+    # evaluation-only sets stay out of the manifest (the toy models' stamp hashes it): adding one retrains nothing
+    benchmarks.write_classification(writer, cfg)
     removed = writer.prune()
     log(f"toy world: wrote {writer.n_written} files, kept {writer.n_unchanged} unchanged, "
         f"removed {removed} stale ones under {out}")
