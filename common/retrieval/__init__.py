@@ -6,15 +6,15 @@
     img, txt = embed_split(clip, split, cache_path="emb/test.safetensors")
     recall_at_k(img, txt, split.img2txt, split.txt2img)   # fractions in [0, 1]
 """
-from common.retrieval.data import (KARPATHY_SPLITS, SALMUBENCH_SPLITS, DatasetImage, ImageSource, RetrievalSplit,
-                                   forget_by_concepts, forget_by_keys, load_coco_captions, load_karpathy,
-                                   load_salmubench, load_toy_retrieval, read_key_list, sample_forget)
+from common.retrieval.data import (KARPATHY_SPLITS, SALMUBENCH_SPLITS, BytesImage, DatasetImage, ImageSource,
+                                   RetrievalSplit, forget_by_concepts, forget_by_keys, load_coco_captions,
+                                   load_karpathy, load_salmubench, load_toy_retrieval, read_key_list, sample_forget)
 from common.retrieval.metrics import (chance_recall, df_dr_auroc, embed_split, membership_inference,
                                       model_fingerprint, pair_scores, recall_at_k, retrieval_ranks, split_fingerprint)
 
 __all__ = [
-    "KARPATHY_SPLITS", "SALMUBENCH_SPLITS", "DatasetImage", "ImageSource", "RetrievalSplit", "forget_by_concepts",
-    "forget_by_keys", "load_coco_captions", "load_karpathy", "load_salmubench", "load_toy_retrieval",
-    "read_key_list", "sample_forget", "chance_recall", "df_dr_auroc", "embed_split", "membership_inference",
-    "model_fingerprint", "pair_scores", "recall_at_k", "retrieval_ranks", "split_fingerprint",
+    "KARPATHY_SPLITS", "SALMUBENCH_SPLITS", "BytesImage", "DatasetImage", "ImageSource", "RetrievalSplit",
+    "forget_by_concepts", "forget_by_keys", "load_coco_captions", "load_karpathy", "load_salmubench",
+    "load_toy_retrieval", "read_key_list", "sample_forget", "chance_recall", "df_dr_auroc", "embed_split",
+    "membership_inference", "model_fingerprint", "pair_scores", "recall_at_k", "retrieval_ranks", "split_fingerprint",
 ]

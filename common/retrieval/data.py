@@ -63,8 +63,28 @@ class DatasetImage:
             raise LetheError(f"{where}: cannot decode image ({e.__class__.__name__})") from None
 
 
-#: where an image comes from: a file path, or a lazily decoded dataset row
-ImageSource = Union[str, Path, DatasetImage]
+@dataclass(eq=False)
+class BytesImage:
+    """An encoded image held in memory (a webdataset tar member, a parquet cell), decoded only by :meth:`load`.
+
+    ``source`` names where the bytes came from (``shard.tar [key]``) in error messages."""
+
+    data: bytes = field(repr=False)
+    source: str = ""
+
+    def load(self):
+        """The image as PIL RGB; undecodable bytes raise naming the source."""
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(io.BytesIO(self.data)) as im:
+                return im.convert("RGB")
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise LetheError(f"{self.source or 'image bytes'}: cannot decode image ({e.__class__.__name__})") from None
+
+
+#: where an image comes from: a file path, a lazily decoded dataset row, or encoded bytes in memory
+ImageSource = Union[str, Path, DatasetImage, BytesImage]
 
 
 @dataclass
@@ -132,7 +152,7 @@ class RetrievalSplit:
     def image(self, i: int):
         """Image ``i`` as PIL RGB (decoded now; a missing or bad file raises naming it)."""
         src = self.images[i]
-        return src.load() if isinstance(src, DatasetImage) else load_image(src)
+        return src.load() if hasattr(src, "load") else load_image(src)  # DatasetImage, BytesImage
 
     def index(self, key: str) -> int:
         """The position of the image with this key."""
