@@ -160,7 +160,7 @@ def config_as_flags(argv: list[str], dataclass_types: Sequence[type]) -> list[st
     for k, v in load_yaml(config).items():
         key = str(k).replace("-", "_")
         if (key in fields or key.startswith("clip_")) and v is not None:  # clip_path: the family's model_path
-            flags += [f"--{k}", str(v)]
+            flags += [f"--{k}", *(map(str, v) if isinstance(v, (list, tuple)) else [str(v)])]
     return flags + rest
 
 
