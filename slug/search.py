@@ -3,12 +3,13 @@
 Rule (both bounds are flags): a trial *succeeds* when forget top-1 ≤ ``target`` **and** retain top-1 ≥ ``bound``;
 the search stops at the first success. Otherwise
 
-* forget still too high, retain fine → λ too small: ``lo = λ``; λ doubles while no upper end is known, else
-  bisects;
-* forget reached, retain too low → λ too large: ``hi = λ``; bisect;
-* forget too high *and* retain already too low → no λ serves this layer (a larger step only hurts retain more,
-  a smaller one forgets less): give up on it.
+* retain below the bound → λ too large: ``hi = λ``; bisect;
+* retain fine, forget still too high → λ too small: ``lo = λ``; λ doubles while no upper end is known, else
+  bisects.
 
+When no λ can meet both (forget still too high where retain breaks the bound) the bisection converges on the
+largest step that keeps retain above the bound: the trial of lowest forget accuracy within the bound is the
+layer's *best effort* (:attr:`SearchResult.best_effort`), used only when no layer succeeds.
 ``lo`` only grows and ``hi`` only shrinks, so the bracket is monotone; at most ``max_iter`` trials. The start is
 ``λ0 = (‖θ_l‖/‖g_f,l‖) / divisor`` (the original's ratio/10: a step of a tenth of the layer's norm).
 """
@@ -30,7 +31,7 @@ class Trial:
     retain_top1: float
     lo: float
     hi: float
-    verdict: str  # "ok" | "increase" | "decrease" | "give up"
+    verdict: str  # "ok" | "increase" | "decrease"
     extra: dict
 
     def as_dict(self) -> dict:
@@ -44,6 +45,17 @@ class SearchResult:
     success: bool
     lam: float | None  # the successful λ (None when none succeeded)
     trials: list[Trial]
+    bound: float = -math.inf
+
+    @property
+    def best_effort(self) -> Trial | None:
+        """The successful trial, else the trial of lowest forget accuracy (then highest retain) whose retain
+        accuracy held the bound; None when every trial broke it."""
+        ok = [t for t in self.trials if t.verdict == "ok"]
+        if ok:
+            return ok[-1]
+        within = [t for t in self.trials if t.retain_top1 >= self.bound]
+        return min(within, key=lambda t: (t.forget_top1, -t.retain_top1, t.lam)) if within else None
 
 
 def initial_lambda(weight_norm: float, grad_norm: float, divisor: float = 10.0) -> float:
@@ -61,23 +73,20 @@ def search(trial: Callable[[float], Outcome], lam0: float, target: float, bound:
     lo, hi, lam = 0.0, math.inf, lam0
     trials: list[Trial] = []
     if lam0 <= 0:
-        return SearchResult(False, None, trials)
+        return SearchResult(False, None, trials, bound)
     for step in range(max_iter):
         forget, retain, extra = trial(lam)
         if forget <= target and retain >= bound:
             trials.append(Trial(step, lam, forget, retain, lo, hi, "ok", extra))
-            return SearchResult(True, lam, trials)
-        if forget > target and retain < bound:
-            trials.append(Trial(step, lam, forget, retain, lo, hi, "give up", extra))
-            break
-        if forget > target:
-            lo = lam
-            verdict = "increase"
-            nxt = lam * 2 if math.isinf(hi) else (lo + hi) / 2
-        else:
+            return SearchResult(True, lam, trials, bound)
+        if retain < bound:
             hi = lam
             verdict = "decrease"
             nxt = (lo + hi) / 2
+        else:
+            lo = lam
+            verdict = "increase"
+            nxt = lam * 2 if math.isinf(hi) else (lo + hi) / 2
         trials.append(Trial(step, lam, forget, retain, lo, hi, verdict, extra))
         lam = nxt
-    return SearchResult(False, None, trials)
+    return SearchResult(False, None, trials, bound)

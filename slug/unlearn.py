@@ -53,6 +53,9 @@ class SlugArguments:
     initial_ratio_divisor: float = field(default=10.0, metadata={"help": "λ0 = (‖θ‖/‖g_f‖) / this"})
     vlm: Optional[str] = field(default=None, metadata={"help": "VLM mode: the family (e.g. llava) of --vlm_path"})
     vlm_path: Optional[str] = field(default=None, metadata={"help": "VLM mode: the VLM checkpoint"})
+    vlm_judge: bool = field(default=True, metadata={
+        "help": "VLM mode: search on the VLM's own answers (POPE's question per image: forget = yes-rate on the "
+                "concept's images, retain = yes-rate on the others'); false: on the CLIP's zero-shot accuracy"})
     plots: bool = field(default=True, metadata={"help": "write pareto_<tower>.png and search.png"})
 
 
@@ -132,20 +135,28 @@ class LayerEditor:
 
 
 def pick(results: dict[str, Any]) -> tuple[str | None, str]:
-    """(layer, why) among the searched layers."""
+    """(layer, why) among the searched layers: of those that met both bounds, the highest retain accuracy (then
+    the lowest forget accuracy, then the smallest step); when none did, the best effort — the lowest forget
+    accuracy any layer reached with retain above the bound."""
     ok = {n: r for n, r in results.items() if r["success"]}
-    if not ok:
-        return None, "no layer reached the forget target with retain accuracy above the bound"
-    best = sorted(ok, key=lambda n: (-ok[n]["retain_top1"], ok[n]["forget_top1"], ok[n]["lambda"], n))[0]
-    r = ok[best]
-    others = len(ok) - 1
-    return best, (f"{best}: forget top-1 {r['forget_top1']:.3f}, retain top-1 {r['retain_top1']:.3f} at λ "
-                  f"{r['lambda']:.3g} — the highest retain accuracy of the {len(ok)} layer(s) that met both bounds"
-                  + (f" ({others} other)" if others else ""))
+    if ok:
+        best = sorted(ok, key=lambda n: (-ok[n]["retain_top1"], ok[n]["forget_top1"], ok[n]["lambda"], n))[0]
+        r = ok[best]
+        return best, (f"{best}: forget {r['forget_top1']:.3f}, retain {r['retain_top1']:.3f} at λ {r['lambda']:.3g} "
+                      f"— the highest retain accuracy of the {len(ok)} layer(s) that met both bounds")
+    within = {n: r for n, r in results.items() if r["lambda"] is not None}
+    if not within:
+        return None, "no layer kept retain accuracy above the bound at any step tried"
+    best = sorted(within, key=lambda n: (within[n]["forget_top1"], -within[n]["retain_top1"], within[n]["lambda"],
+                                         n))[0]
+    r = within[best]
+    return best, (f"{best}: forget {r['forget_top1']:.3f}, retain {r['retain_top1']:.3f} at λ {r['lambda']:.3g} — "
+                  "best effort: no layer reached the forget target with retain above the bound; this is the lowest "
+                  "forget accuracy reached within the retain bound")
 
 
 def run_search(clip, grads, stats, sets, args: SlugArguments, ev_args: EvalSetArguments,
-               allowed=None, log=print) -> dict[str, Any]:
+               allowed=None, judge=None, log=print) -> dict[str, Any]:
     """Everything but writing: the trace dict (and the model left at the chosen edit, when there is one)."""
     from slug.layers import tower_of
     from slug.search import initial_lambda, search
@@ -153,13 +164,14 @@ def run_search(clip, grads, stats, sets, args: SlugArguments, ev_args: EvalSetAr
 
     t0 = time.perf_counter()
     all_stats, fronts, names = candidates(stats, args, allowed)
-    evaluator = Evaluator(clip, list(sets.values()), ev_args.templates, ev_args.eval_batch_size)
+    evaluator = judge or Evaluator(clip, list(sets.values()), ev_args.templates, ev_args.eval_batch_size)
+    metric = getattr(evaluator, "metric", "zero-shot top-1")
     original = evaluator.evaluate()
     n_classes = len(sets["forget"].class_names)
     target = args.forget_target if args.forget_target >= 0 else 1.0 / n_classes
     retain_key = "retain" if "retain" in sets else "celeba"
     bound = args.retain_min if args.retain_min is not None else original[retain_key]["top1"] - args.max_retain_drop
-    log(f"original: forget top-1 {original['forget']['top1']:.3f}, {retain_key} top-1 "
+    log(f"[{metric}] original: forget {original['forget']['top1']:.3f}, {retain_key} "
         f"{original[retain_key]['top1']:.3f}; target forget <= {target:.3f}, {retain_key} >= {bound:.3f}; "
         f"{len(names)} candidate layer(s)")
     editor = LayerEditor(clip.model, grads)
@@ -177,28 +189,29 @@ def run_search(clip, grads, stats, sets, args: SlugArguments, ev_args: EvalSetAr
         lam0 = initial_lambda(st.weight_norm, st.grad_norm, args.initial_ratio_divisor)
         res = search(trial, lam0, target, bound, args.max_iterations)
         editor.restore(name)
-        last = res.trials[-1] if res.trials else None
-        ok = res.trials[-1] if res.success else None
+        best = res.best_effort
         results[name] = {"tower": tower, "importance": st.importance, "alignment": st.alignment, "lambda0": lam0,
-                         "success": res.success, "lambda": res.lam,
-                         "forget_top1": (ok or last).forget_top1 if last else None,
-                         "retain_top1": (ok or last).retain_top1 if last else None,
+                         "success": res.success, "lambda": best.lam if best else None,
+                         "forget_top1": best.forget_top1 if best else None,
+                         "retain_top1": best.retain_top1 if best else None,
                          "trials": [t.as_dict() for t in res.trials]}
-        log(f"  {name}: {'ok' if res.success else 'no'} after {len(res.trials)} trial(s)"
-            + (f", λ {res.lam:.3g}: forget {ok.forget_top1:.3f}, retain {ok.retain_top1:.3f}" if ok else ""))
+        log(f"  {name}: {'met both bounds' if res.success else 'bounds not met'} after {len(res.trials)} trial(s)"
+            + (f"; {'λ' if res.success else 'best within the retain bound: λ'} {best.lam:.3g}: forget "
+               f"{best.forget_top1:.3f}, retain {best.retain_top1:.3f}" if best else ""))
     layer, why = pick(results)
     final = None
     if layer is not None:
         editor.apply(layer, results[layer]["lambda"])
         editor.originals.clear()  # keep the edit
         final = evaluator.evaluate(changed=tower_of(layer))
+    success = layer is not None and results[layer]["success"]
     log(("picked " if layer else "") + why)
     return {"concept": ev_args.concept, "original": original, "target": target, "bound": bound,
             "bound_set": retain_key, "fronts": fronts, "layers": {s.name: s.as_dict() for s in all_stats},
-            "candidates": names, "results": results, "layer": layer, "why": why,
+            "candidates": names, "metric": metric, "results": results, "layer": layer, "why": why,
             "lambda": results[layer]["lambda"] if layer else None, "final": final,
             "search_seconds": time.perf_counter() - t0,
-            "grad_seconds": stats.get("seconds"), "success": layer is not None}
+            "grad_seconds": stats.get("seconds"), "success": success}
 
 
 def plot(trace: dict, out: Path) -> list[Path]:
@@ -281,14 +294,18 @@ def main(argv: list[str] | None = None) -> int:
     sets = build_sets(ev_args)
     clip = margs.load()
     grads, stats = load_grads(args.grads_dir, clip)
-    vlm = allowed = None
+    vlm = allowed = judge = None
     if args.vlm:
         from slug.vlm import VisionTransplant
 
         vlm = VisionTransplant(args.vlm, args.vlm_path, clip, device=margs.device)
         allowed = vlm.allowed
         args.towers = "vision"
-    trace = run_search(clip, grads, stats, sets, args, ev_args, allowed)
+        if args.vlm_judge:
+            from slug.vlm import VLMJudge
+
+            judge = VLMJudge(vlm, sets, batch_size=ev_args.eval_batch_size)
+    trace = run_search(clip, grads, stats, sets, args, ev_args, allowed, judge)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     trace["provenance"] = run_provenance("slug", {"model": margs, "slug": args, "sets": ev_args})
@@ -307,9 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(out / "trace.json", trace)
     print(f"trace: {out / 'trace.json'}")
     if not trace["layer"]:
-        print(f"error: {trace['why']} (see {out / 'trace.json'}; loosen --max_retain_drop or --forget_target, or "
-              "raise --max_iterations)", file=sys.stderr)
+        print(f"error: {trace['why']} (see {out / 'trace.json'}; loosen --max_retain_drop)", file=sys.stderr)
         return 1
+    if not trace["success"]:
+        print(f"warning: the forget target {trace['target']:.3f} was not reached; kept the best effort (see "
+              f"{out / 'trace.json'}; --max_retain_drop trades retain accuracy for forgetting)", file=sys.stderr)
     return 0
 
 

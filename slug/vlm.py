@@ -71,3 +71,51 @@ class VisionTransplant:
               f"--{self.family}_ckpt_load_path {out}")
         return {"family": self.family, "path": self.path, "checkpoint": str(out), "tensors": changed,
                 "used_blocks": self.used_blocks}
+
+    # ------------------------------------------------------------------ the VLM as the search's judge
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Copy the CLIP's vision tower, as it is now (edited or restored), into the VLM's tower."""
+        now = {_strip(k): v for k, v in self.clip.to_hf_vision_model().state_dict().items()}
+        params = {_strip(n): p for n, p in self.tower.named_parameters()}
+        for k, v in now.items():
+            if k in params and not torch.equal(params[k], v.to(params[k].device, params[k].dtype)):
+                params[k].copy_(v.to(params[k].device, params[k].dtype))
+
+
+class VLMJudge:
+    """Forget and retain scores read from the VLM itself, for the search in VLM mode.
+
+    Every image of the zero-shot sets is shown to the VLM with POPE's question for its own class ("Is there a
+    {class} in the image?" + the evaluation scripts' answer suffix), greedy, answers read as POPE reads them.
+    ``forget`` = the share of the concept's images answered *yes* (the VLM still sees the concept); ``retain`` = the
+    share of the other classes' images answered *yes* (it still sees everything else). Both as ``top1`` so the
+    search treats them like zero-shot accuracies."""
+
+    metric = "VLM yes-rate"
+
+    def __init__(self, transplant: VisionTransplant, sets, question: str = "Is there a {} in the image?",
+                 batch_size: int = 64):
+        from evaluate.cli import DEFAULT_VQA_SUFFIX, with_suffix
+        from evaluate.pope import parse_pope_answer
+
+        self.t, self.sets, self.batch_size, self.parse = transplant, sets, batch_size, parse_pope_answer
+        self.prompts = {name: [with_suffix(question.format(s.class_names[lab].replace("_", " ")), DEFAULT_VQA_SUFFIX)
+                               for lab in s.labels] for name, s in sets.items()}
+        self._images: dict[str, list] = {}
+
+    def _imgs(self, name: str) -> list:
+        if name not in self._images:
+            from common.io import load_image
+
+            self._images[name] = [load_image(p) for p in self.sets[name].images]
+        return self._images[name]
+
+    def evaluate(self, changed: str | None = None) -> dict[str, dict[str, float]]:
+        self.t.sync()
+        out = {}
+        for name in self.sets:
+            answers = self.t.vlm.generate(self._imgs(name), self.prompts[name], max_new_tokens=4,
+                                          batch_size=self.batch_size)
+            out[name] = {"top1": sum(self.parse(a) == "yes" for a in answers) / len(answers)}
+        return out

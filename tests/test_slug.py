@@ -98,18 +98,39 @@ def test_search_is_monotone_and_stops_at_the_first_lambda_meeting_both_bounds():
     _monotone(r)
 
 
-def test_search_terminates_within_its_iteration_limit_and_gives_up_when_no_lambda_can_work():
+def test_search_terminates_within_its_iteration_limit_and_keeps_the_best_effort():
     never = search(lambda lam: (0.9, 1.0, {}), 1.0, target=0.1, bound=0.5, max_iter=7)
     assert not never.success and len(never.trials) == 7 and never.lam is None
     _monotone(never)
-    narrow = search(lambda lam: (0.0 if lam > 1.0 else 1.0, 1.0 if lam < 1.0 + 1e-9 else 0.0, {}), 0.3,
-                    target=0.1, bound=0.5, max_iter=10)
-    assert not narrow.success and len(narrow.trials) == 10
-    _monotone(narrow)
-    stuck = search(lambda lam: (0.9, 0.1, {}), 1.0, target=0.1, bound=0.5, max_iter=10)
-    assert [t.verdict for t in stuck.trials] == ["give up"]
+
+    def tradeoff(lam):  # forget and retain both fall with λ; retain breaks the bound (0.5) at λ = 2, forget > 0.1
+        return max(0.2, 1 - lam / 4), (1.0 if lam < 2 else 0.0), {}
+
+    r = search(tradeoff, 0.5, target=0.1, bound=0.5, max_iter=10)
+    assert not r.success and len(r.trials) == 10
+    _monotone(r)
+    best = r.best_effort  # converges on the largest λ below 2: the lowest forget within the retain bound
+    assert best.lam < 2 and best.lam > 1.9 and best.retain_top1 == 1.0
+    assert best.forget_top1 == min(t.forget_top1 for t in r.trials if t.retain_top1 >= 0.5)
+    broken = search(lambda lam: (0.9, 0.1, {}), 1.0, target=0.1, bound=0.5, max_iter=5)
+    assert [t.verdict for t in broken.trials] == ["decrease"] * 5 and broken.best_effort is None
     assert initial_lambda(5.0, 2.0, 10.0) == pytest.approx(0.25)
     assert search(lambda lam: (0, 1, {}), 0.0, 0.1, 0.5).trials == []  # a zero gradient: nothing to try
+
+
+def test_layer_choice_prefers_success_then_retain_and_falls_back_to_the_best_effort():
+    from slug.unlearn import pick
+
+    r = {"a": {"success": True, "lambda": 2.0, "forget_top1": 0.0, "retain_top1": 0.97},
+         "b": {"success": True, "lambda": 1.0, "forget_top1": 0.05, "retain_top1": 0.99},
+         "c": {"success": False, "lambda": 3.0, "forget_top1": 0.0, "retain_top1": 1.0}}
+    assert pick(r)[0] == "b"
+    fallback = {"a": {"success": False, "lambda": 2.0, "forget_top1": 0.4, "retain_top1": 0.97},
+                "b": {"success": False, "lambda": 1.0, "forget_top1": 0.6, "retain_top1": 0.99},
+                "c": {"success": False, "lambda": None, "forget_top1": None, "retain_top1": None}}
+    layer, why = pick(fallback)
+    assert layer == "a" and "best effort" in why
+    assert pick({"c": fallback["c"]})[0] is None
 
 
 # ------------------------------------------------------------------------------------------------ gradients
