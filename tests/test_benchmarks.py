@@ -56,3 +56,9 @@ def test_bench_unlearn_both_sides_train_the_same_losses():
     res = _load("bench_unlearn").main(["--epochs", "2", "--runs", "1", "--n_train", "32"])
     assert res["losses_agree"] is True and res["steps"] >= 4
     assert all(v[0] > 0 for v in res["times"].values())
+
+
+def test_bench_slug_scores_the_same_trials_both_ways():
+    res = _load("bench_slug").main(["--trials", "4", "--runs", "1", "--per_class", "3"])
+    assert res["identical"] is True and res["grad_mb"]["ours"] < res["grad_mb"]["original"]
+    assert all(v[0] > 0 for v in res["times"].values())

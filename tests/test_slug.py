@@ -324,3 +324,64 @@ def test_bad_input_is_one_error_line(tiny_dir, toy_world, slug_data, tmp_path, c
     assert "another checkpoint" in err(unlearn_main, ["--clip_path", tiny_dir("open_clip", seed=1), *base[2:],
                                                       *_sets(toy_world)])
     assert "--forget is required" in err(grad_main, ["--clip_path", tiny, "--retain", str(slug_data / "retain.tar")])
+
+
+def test_celeba_style_identities_as_the_forget_and_celeba_sets(tmp_path, images):
+    from slug.zeroshot import EvalSetArguments, build_sets
+
+    root = tmp_path / "celeba"
+    (root / "img_align_celeba").mkdir(parents=True)
+    rows = []
+    for k in range(8):
+        images[k % 4].save(root / "img_align_celeba" / f"{k + 1:06d}.jpg")
+        rows.append(f"{k + 1:06d}.jpg {k % 3 + 1}")
+    (root / "list_identity_celeba.txt").write_text("\n".join(rows) + "\n")
+    names = tmp_path / "names.txt"
+    names.write_text("1 Elon_Musk\n2 Taylor Swift\n3 Jeff_Bezos\n")
+    sets = build_sets(EvalSetArguments(concept="Elon Musk", celeba_root=str(root), identity_names=str(names),
+                                       celeba_identities="Taylor Swift,Jeff_Bezos"))
+    forget, celeba = sets["forget"], sets["celeba"]
+    assert [p.name for p in forget.images] == ["000001.jpg", "000004.jpg", "000007.jpg"]
+    assert {forget.class_names[lab] for lab in forget.labels} == {"Elon_Musk"}
+    assert len(celeba.images) == 5 and "Elon_Musk" not in {celeba.class_names[lab] for lab in celeba.labels}
+    assert forget.class_names == celeba.class_names == ["Elon_Musk", "Jeff_Bezos", "Taylor Swift"]
+    with pytest.raises(Exception, match="no identity named"):
+        build_sets(EvalSetArguments(concept="Nobody", celeba_root=str(root), identity_names=str(names)))
+
+
+def test_vlm_mode_writes_only_vision_tower_tensors_of_the_vlm(toy_world, slug_data, tmp_path, capsys, tiny_dir):
+    """A toy CLIP and the LLaVA built on its vision tower (3 pretraining steps each): the edit lands in the LLaVA's
+    tower (and nowhere else); a CLIP the VLM was not built from is refused in one line."""
+    from common.models import load_model
+    from common.toy.pretrain import PretrainConfig, pretrain
+    from slug.unlearn import main as unlearn_main
+
+    models = tmp_path / "models"
+    pretrain(PretrainConfig(data=str(toy_world), out=str(models), seed=0, clip_steps=3, clip_batch=16, llava_steps=3,
+                            llava_batch=8, clip_width=64, clip_layers=2, llm_hidden=64, llm_layers=1, vocab_size=400,
+                            eval_batch=32, eval_max_new_tokens=4), log=lambda *_: None)
+    clip = str(models / "clip")
+    _grads(clip, slug_data, tmp_path / "grads")
+    out = tmp_path / "vlm"
+    assert unlearn_main(["--clip_path", clip, "--grads_dir", str(tmp_path / "grads"), *_sets(toy_world),
+                         "--vlm", "llava", "--vlm_path", str(models / "llava"), "--vlm_judge", "false",
+                         "--forget_target", "1.0", "--max_retain_drop", "1.0", "--output_dir", str(out)]) == 0
+    trace = json.loads((out / "trace.json").read_text())
+    assert trace["layer"].startswith("visual.transformer.resblocks.") and trace["vlm"]["tensors"]
+    before = load_model("llava", str(models / "llava"), dtype="float32", device="cpu").model.state_dict()
+    after = load_model("llava", str(models / "llava"), dtype="float32", device="cpu",
+                       ckpt_load_path=str(out / "vlm")).model.state_dict()
+    changed = sorted(k for k in before if not torch.equal(before[k], after[k]))
+    assert changed and all(".vision_tower." in k for k in changed)
+    assert len(changed) == len(trace["vlm"]["tensors"])
+    capsys.readouterr()
+    other = tmp_path / "other"
+    assert unlearn_main(["--clip_path", clip, "--grads_dir", str(tmp_path / "grads"), *_sets(toy_world),
+                         "--vlm", "llava", "--vlm_path", str(models / "llava"), "--output_dir", str(other),
+                         "--forget_target", "1.0", "--max_retain_drop", "1.0"]) == 0  # the VLM judge runs too
+    assert json.loads((other / "trace.json").read_text())["metric"] == "VLM yes-rate"
+    from common.errors import LetheError
+    from slug.vlm import VisionTransplant
+
+    with pytest.raises(LetheError, match="not this CLIP's vision tower"):
+        VisionTransplant("llava", str(models / "llava"), _clip(tiny_dir), device="cpu")
