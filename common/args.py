@@ -303,3 +303,33 @@ def save_config(run_dir: str | os.PathLike, *objs: Any, name: str = "config.yaml
 
 def _yaml_safe(v: Any) -> bool:
     return v is None or isinstance(v, (str, int, float, bool, list, dict))
+
+
+def config_as_flags(argv: list[str], dataclass_types: Sequence[type]) -> list[str]:
+    """``--config X.yaml`` → its keys that these dataclasses have, as flags before the command line's own (a
+    training config also holds the task: evaluating with it needs only the task's keys)."""
+    config, rest = split_config(argv)
+    if not config:
+        return argv
+    fields = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
+    flags = []
+    for k, v in load_yaml(config).items():
+        key = str(k).replace("-", "_")
+        if (key in fields or key.startswith("clip_")) and v is not None:  # clip_path: the family's model_path
+            flags += [f"--{k}", *(map(str, v) if isinstance(v, (list, tuple)) else [str(v)])]
+    return flags + rest
+
+
+def parse_clip_args(dataclass_types: Sequence[type], argv: Sequence[str] | None, what: str) -> tuple:
+    """The CLIP CLIs' parsing: ``--config`` keys of these dataclasses as flags (one yaml serves several CLIs),
+    ``--model clip`` unless given, and any other family refused (``what`` says what the CLI needs)."""
+    import sys
+
+
+    argv = config_as_flags(list(sys.argv[1:] if argv is None else argv), dataclass_types)
+    if not any(a == "--model" or a.startswith("--model=") for a in argv):
+        argv = ["--model", "clip", *argv]
+    parsed = parse_args(dataclass_types, argv)
+    if parsed[0].model != "clip":
+        raise LetheError(f"--model {parsed[0].model!r}: {what} (--model clip --clip_path P)")
+    return parsed

@@ -145,28 +145,9 @@ class EvalArguments:
     cache_dir: Optional[str] = field(default=None, metadata={"help": "cache the embeddings here"})
 
 
-def config_as_flags(argv: list[str], dataclass_types: Sequence[type]) -> list[str]:
-    """``--config X.yaml`` → its keys that these dataclasses have, as flags before the command line's own (a
-    training config also holds the task: evaluating with it needs only the task's keys)."""
-    import dataclasses
-
-    from common.args import load_yaml, split_config
-
-    config, rest = split_config(argv)
-    if not config:
-        return argv
-    fields = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
-    flags = []
-    for k, v in load_yaml(config).items():
-        key = str(k).replace("-", "_")
-        if (key in fields or key.startswith("clip_")) and v is not None:  # clip_path: the family's model_path
-            flags += [f"--{k}", *(map(str, v) if isinstance(v, (list, tuple)) else [str(v)])]
-    return flags + rest
-
-
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    from common.args import ModelArguments, parse_args
+    from common.args import ModelArguments, parse_clip_args
     from multidelete.tasks import load_task
     from multidelete.unlearn import cfg_path_alias
 
@@ -174,10 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     if "--table" in argv:
         return table_main(argv)
     types = [ModelArguments, TaskArguments, EvalArguments]
-    argv = config_as_flags(argv, types)
-    if not any(a == "--model" or a.startswith("--model=") for a in argv):
-        argv = ["--model", "clip", *argv]
-    margs, task, ev = parse_args(types, argv)
+    margs, task, ev = parse_clip_args(types, argv, "multidelete/eval.py evaluates a CLIP")
     data = load_task(task, ev.seed)
     clip = margs.load()
     report = evaluate_model(clip, data, task, batch_size=ev.batch_size, seed=ev.seed, cache_dir=ev.cache_dir)

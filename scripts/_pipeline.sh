@@ -1,4 +1,4 @@
-# Sourced by the pipeline scripts (quickstart.sh, stic.sh, multidelete.sh): the steps they share.
+# Sourced by the pipeline scripts (quickstart.sh, stic.sh, multidelete.sh, slug.sh): the steps they share.
 
 # parse_toy_flag "$@": TOY=1 with --toy (the only argument these scripts take); anything else: one error line, exit 2
 parse_toy_flag() {
@@ -36,3 +36,7 @@ results_for_models() {
   fi
   mkdir -p "$1" && cp "$2/stamp.json" "$1/.toy_models_stamp.json"
 }
+
+# step TEXT: a step's header; done_already FILE: say so (and succeed) when a step's output exists already
+step() { echo; echo "== $*"; }
+done_already() { [ -s "$1" ] && echo "(skipped: $1 exists from an earlier run; delete it to redo this step)"; }

@@ -37,8 +37,6 @@ else
 fi
 : "${METHODS:=vlul erase delete ft neggrad}"
 if [ "$TOY" = 1 ]; then results_for_models "$OUT" "$CKPT"; else mkdir -p "$OUT"; fi
-step() { echo; echo "== $*"; }
-done_already() { [ -s "$1" ] && echo "(skipped: $1 exists from an earlier run; delete it to redo this step)"; }
 
 original=()
 if [ "$TRAIN_ORIGINAL" = 1 ]; then

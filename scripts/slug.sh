@@ -14,8 +14,6 @@ source scripts/_pipeline.sh
 parse_toy_flag "$@"
 setup_python
 START=$(date +%s)
-step() { echo; echo "== $*"; }
-done_already() { [ -s "$1" ] && echo "(skipped: $1 exists from an earlier run; delete it to redo this step)"; }
 
 if [ "$TOY" = 1 ]; then
   export HF_HUB_OFFLINE=1

@@ -47,8 +47,6 @@ else
   : "${OUT:=results/stic}"
 fi
 if [ "$TOY" = 1 ]; then results_for_models "$OUT" "$CKPT"; else mkdir -p "$OUT"; fi
-step() { echo; echo "== $*"; }
-done_already() { [ -s "$1" ] && echo "(skipped: $1 exists from an earlier run; delete it to redo this step)"; }
 model_flags=(--model "$MODEL" "--${MODEL}_path" "$MODEL_PATH")
 
 evaluate() {  # evaluate PHASE [adapter dir] [extra eval flags...]

@@ -17,7 +17,6 @@ from __future__ import annotations
 if __package__ in (None, ""):  # run as a file: import from the repo root, never from this script's folder
     import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401, E702
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,18 +101,12 @@ def write(out: Path, g_f: dict, g_r: dict, stats: dict, save_retain: bool) -> No
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    from common.args import ModelArguments, parse_args
+    from common.args import ModelArguments, parse_clip_args
     from common.checkpoint import run_provenance
-    from multidelete.eval import config_as_flags
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    argv = config_as_flags(argv, [ModelArguments, GradArguments])
-    if not any(a == "--model" or a.startswith("--model=") for a in argv):
-        argv = ["--model", "clip", *argv]
-    margs, args = parse_args([ModelArguments, GradArguments], argv)
-    if margs.model != "clip":
-        raise LetheError(f"--model {margs.model!r}: SLUG's gradients need a CLIP (--model clip --clip_path P); "
-                         "for a VLM's vision tower give the CLIP it was built from (slug/unlearn.py --vlm)")
+    margs, args = parse_clip_args([ModelArguments, GradArguments], argv,
+                                  "SLUG's gradients need a CLIP; for a VLM's vision tower give the CLIP it was built "
+                                  "from (slug/unlearn.py --vlm)")
     args.tower_list()
     forget = load_set(args.forget, "forget", args.max_forget)
     retain = load_set(args.retain, "retain", args.max_retain)

@@ -140,19 +140,13 @@ def table_main(argv: list[str]) -> int:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    from common.args import ModelArguments, parse_args
-    from multidelete.eval import config_as_flags
+    from common.args import ModelArguments, parse_clip_args
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--table" in argv:
         return table_main(argv)
-    types = [ModelArguments, EvalSetArguments, ReportArguments]
-    argv = config_as_flags(argv, types)
-    if not any(a == "--model" or a.startswith("--model=") for a in argv):
-        argv = ["--model", "clip", *argv]
-    margs, ev_args, rep = parse_args(types, argv)
-    if margs.model != "clip":
-        raise LetheError(f"--model {margs.model!r}: slug/eval.py scores a CLIP (--clip_path)")
+    margs, ev_args, rep = parse_clip_args([ModelArguments, EvalSetArguments, ReportArguments], argv,
+                                          "slug/eval.py scores a CLIP")
     clip = margs.load()
     report = evaluate(clip, ev_args, rep)
     report["checkpoint"] = margs.ckpt_load_path or margs.model_path

@@ -276,19 +276,13 @@ def plot(trace: dict, out: Path) -> list[Path]:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    from common.args import ModelArguments, parse_args
+    from common.args import ModelArguments, parse_clip_args
     from common.checkpoint import run_provenance
     from common.io import atomic_write_json
-    from multidelete.eval import config_as_flags
     from slug.zeroshot import build_sets
 
-    types = [ModelArguments, SlugArguments, EvalSetArguments]
-    argv = config_as_flags(list(sys.argv[1:] if argv is None else argv), types)
-    if not any(a == "--model" or a.startswith("--model=") for a in argv):
-        argv = ["--model", "clip", *argv]
-    margs, args, ev_args = parse_args(types, argv)
-    if margs.model != "clip":
-        raise LetheError(f"--model {margs.model!r}: give the CLIP with --clip_path (a VLM with --vlm/--vlm_path)")
+    margs, args, ev_args = parse_clip_args([ModelArguments, SlugArguments, EvalSetArguments], argv,
+                                           "give the CLIP with --clip_path (a VLM with --vlm/--vlm_path)")
     if bool(args.vlm) != bool(args.vlm_path):
         raise LetheError("VLM mode needs both --vlm FAMILY and --vlm_path P")
     sets = build_sets(ev_args)
