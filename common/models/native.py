@@ -22,6 +22,12 @@ from common.models.base import (VisionLanguageModel, check_prompt_style, resolve
                                 resolve_device, resolve_dtype)
 
 
+class AttentionProbs(nn.Identity):
+    """The attention probabilities of a native attention module pass through here (eager attention only): the
+    identity, a module so that introspection (``stethoscope``) can hook the maps. No parameters: checkpoints are
+    unchanged."""
+
+
 class LayerNormFp32(nn.LayerNorm):
     """LayerNorm computed in float32 and cast back (the official MiniGPT-4 ``ln_vision`` and mPLUG-Owl norms)."""
 

@@ -21,8 +21,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig
 from transformers import initialization as init
 from transformers.configuration_utils import SubConfigSpec
 
-from common.models.native import (ImageTextForConditionalGeneration, ImageTokenProcessor, LayerNormFp32, NativeVLM,
-                                  register_auto)
+from common.models.native import (AttentionProbs, ImageTextForConditionalGeneration, ImageTokenProcessor,
+                                  LayerNormFp32, NativeVLM, register_auto)
 
 IMAGE_PLACEHOLDER = "<image>"
 SYSTEM = ("The following is a conversation between a curious human and AI assistant. The assistant gives helpful, "
@@ -85,6 +85,7 @@ def _attention(module: nn.Module, q, k, v, scale: float, dropout: float):
     impl = getattr(module.config, "_attn_implementation", None) or "sdpa"
     if impl == "eager":
         probs = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale, dim=-1)
+        probs = module.attention_probs(probs)
         return torch.matmul(nn.functional.dropout(probs, p=p, training=module.training), v)
     return nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=p, scale=scale)
 
@@ -115,6 +116,7 @@ class OwlVisionAttention(nn.Module):
         self.head_dim = config.hidden_size // self.num_heads
         self.query_key_value = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.attention_probs = AttentionProbs()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
@@ -178,6 +180,7 @@ class OwlAbstractorMultiHeadAttention(nn.Module):
         self.query = nn.Linear(config.hidden_size, config.hidden_size)
         self.key = nn.Linear(config.encoder_hidden_size, config.hidden_size)
         self.value = nn.Linear(config.encoder_hidden_size, config.hidden_size)
+        self.attention_probs = AttentionProbs()
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)

@@ -1,0 +1,1 @@
+"""Stethoscope: relevancy maps, logit lens and a hallucination warning for every family of the model layer."""

@@ -1,0 +1,152 @@
+"""Stethoscope's relevancy and logit lens against brute-force references on tiny checkpoints of every family."""
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from stethoscope.relevancy import Explainer
+
+QUESTION, ANSWER = "Describe the image.", "a red ball and a box"
+
+
+def _explainer(tiny_dir, family):
+    from common.models import load_model
+
+    vlm = load_model(family, tiny_dir(family), dtype="float32", device="cpu", attn_implementation="eager")
+    return Explainer(vlm)
+
+
+def _image():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+
+
+def _brute_force(ex: Explainer, k: int):
+    """Token k the naive way: its own fresh forward, `.backward()` of its logit with `retain_grad` on every map,
+    then the rules written out as plain loops (no code shared with the explainer beyond capturing the maps)."""
+    from common.models import Sample
+
+    vlm = ex.vlm
+    batch = vlm.build_batch([Sample(_image(), QUESTION, target=ANSWER, add_eos=False)])
+    maps = {g: [] for g in ex.groups}
+    hooks = [h for g, mods in ex.groups.items() for _, m in mods for h in ex._capture(m, maps[g])]
+    inputs = {k_: (v.detach().clone().requires_grad_(True) if torch.is_tensor(v) and v.is_floating_point() else v)
+              for k_, v in batch.inputs.items()}
+    with torch.enable_grad():
+        out = vlm.model(**inputs, use_cache=False)
+    for h in hooks:
+        h.remove()
+    for group in maps.values():
+        for a in group:
+            a.retain_grad()
+    labels = batch.labels[0]
+    where = torch.nonzero(labels != -100).flatten().tolist()
+    pred, tok = where[k] - 1, int(labels[where[k]])
+    out.logits[0, pred, tok].backward()
+
+    def cam(a):
+        g = a.grad if a.grad is not None else torch.zeros_like(a)
+        c = torch.zeros(a.shape[-2:], dtype=torch.float64)
+        for h in range(a.shape[1]):
+            c += (g[0, h].double() * a[0, h].detach().double()).clamp(min=0)
+        return c / a.shape[1]
+
+    n = pred + 1
+    r = torch.eye(n, dtype=torch.float64)
+    rows = []
+    for a in maps["llm"]:
+        r = r + cam(a)[:n, :n] @ r
+        rows.append((r - torch.eye(n, dtype=torch.float64))[n - 1])
+    rows = torch.stack(rows)
+    image_pos = torch.nonzero(vlm.token_positions(batch)["image"][0][:n]).flatten()
+    patches = None
+    if maps["vision"]:
+        nv = maps["vision"][0].shape[-1]
+        rv = torch.eye(nv, dtype=torch.float64)
+        for a in maps["vision"]:
+            rv = rv + cam(a) @ rv
+        if maps["bridge"]:
+            def residual(m):
+                e = torch.eye(m.shape[0], dtype=torch.float64)
+                x = m - e
+                s = x.sum(1, keepdim=True)
+                x = torch.where(s != 0, x / torch.where(s != 0, s, torch.ones_like(s)), torch.zeros_like(x))
+                return x + e
+
+            q = maps["bridge"][0].shape[-2]
+            sq = maps["bridge"][0].shape[-1] if maps["bridge"][0].shape[-1] == maps["bridge"][0].shape[-2] else q
+            r_ss, r_si = torch.eye(sq, dtype=torch.float64), torch.zeros(sq, nv, dtype=torch.float64)
+            for a in maps["bridge"]:
+                c = cam(a)
+                if c.shape[0] == c.shape[1]:
+                    r_si, r_ss = r_si + c @ r_si, r_ss + c @ r_ss
+                    continue
+                rows_q = c.shape[0]
+                if c.shape[1] == rows_q + nv:
+                    s_part, c = c[:, :rows_q], c[:, rows_q:]
+                    r_si[:rows_q] = r_si[:rows_q] + s_part @ r_si[:rows_q]
+                    r_ss[:rows_q, :rows_q] = r_ss[:rows_q, :rows_q] + s_part @ r_ss[:rows_q, :rows_q]
+                r_si[:rows_q] = r_si[:rows_q] + residual(r_ss[:rows_q, :rows_q]).T @ c @ residual(rv)
+            used = min(len(image_pos), r_si.shape[0])
+            patches = (rows[:, image_pos[:used]] @ r_si[:used])[:, 1:]
+        else:
+            patches = rows[:, image_pos] @ rv[1:, 1:]
+    return rows, patches
+
+
+@pytest.mark.parametrize("family", ["llava", "blip2", "owl"])
+def test_relevancy_equals_a_brute_force_reference(tiny_dir, family):
+    ex = _explainer(tiny_dir, family)
+    tr = ex.trace(_image(), QUESTION, ANSWER)
+    assert len(tr.answer_ids) >= 3 and ex.groups["vision"] and tr.maps["vision"]
+    for k in range(len(tr.answer_ids)):
+        got = ex.explain(tr, k)
+        rows, patches = _brute_force(ex, k)
+        assert torch.allclose(got.full.double(), rows, atol=1e-5, rtol=0), (family, k)
+        assert got.patches is not None and patches is not None
+        assert torch.allclose(got.patches.flatten(1).double(), patches, atol=1e-5, rtol=0), (family, k)
+        assert float(rows.abs().sum()) > 0  # not a vacuous match of zeros
+
+
+@pytest.mark.parametrize("family", ["llava", "blip2"])
+def test_explaining_a_token_does_not_depend_on_the_tokens_explained_before(tiny_dir, family):
+    ex = _explainer(tiny_dir, family)
+    alone = ex.explain(ex.trace(_image(), QUESTION, ANSWER), 2)
+    tr = ex.trace(_image(), QUESTION, ANSWER)
+    for k in (0, 1):
+        ex.explain(tr, k)
+    after = ex.explain(tr, 2)
+    assert torch.equal(alone.full, after.full) and torch.equal(alone.patches, after.patches)
+    assert all(p.grad is None for p in ex.vlm.model.parameters())  # no weight gradient, ever
+
+
+@pytest.mark.parametrize("family", ["llava", "llava_next", "blip2", "instructblip", "hf", "minigpt4", "owl",
+                                    "share4v"])
+def test_every_family_explains_and_its_logit_lens_ends_at_the_model_distribution(tiny_dir, family):
+    """The logit lens applies the final norm: its last layer is the model's own output distribution."""
+    ex = _explainer(tiny_dir, family)
+    tr = ex.trace(_image(), QUESTION, ANSWER)
+    r = ex.explain(tr, 1)
+    n_llm = len(ex.groups["llm"])
+    assert r.full.shape[0] == n_llm and r.image.shape == (n_llm, int(tr.image[:tr.predictor[1] + 1].sum()))
+    assert r.previous.shape == (n_llm, 1) and r.question.shape[1] > 0
+    lens = ex.logit_lens(tr, 1, top_k=3)
+    own = torch.softmax(tr.logits[1].detach().float(), dim=-1)
+    assert lens["probs"].shape[0] == n_llm + 1
+    assert torch.allclose(lens["probs"][-1], own, atol=1e-5)
+    assert int(lens["rank"][-1]) == int((own > own[tr.answer_ids[1]]).sum())
+    assert len(lens["top"][0]) == 3
+    if family != "llava_next":  # its crops + newline tokens do not form one patch grid
+        assert r.patches is not None and r.patches.shape[1] == r.patches.shape[2]
+
+
+def test_sdpa_models_are_refused_with_one_clear_line(tiny_dir):
+    from common.errors import LetheError
+    from common.models import load_model
+
+    vlm = load_model("llava", tiny_dir("llava"), dtype="float32", device="cpu", attn_implementation="sdpa")
+    with pytest.raises(LetheError, match="attn_implementation='eager'"):
+        Explainer(vlm)
