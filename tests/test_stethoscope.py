@@ -150,3 +150,76 @@ def test_sdpa_models_are_refused_with_one_clear_line(tiny_dir):
     vlm = load_model("llava", tiny_dir("llava"), dtype="float32", device="cpu", attn_implementation="sdpa")
     with pytest.raises(LetheError, match="attn_implementation='eager'"):
         Explainer(vlm)
+
+
+# ------------------------------------------------------------------------------------------------ calibration
+def test_visual_contribution_modes_and_threshold_by_hand():
+    from stethoscope.calibrate import visual_contribution, youden_threshold
+
+    img, q, p = torch.tensor([0.2, 0.6]), torch.tensor([0.1, 0.3]), torch.tensor([0.4])
+    assert visual_contribution(img, q, p, "max") == pytest.approx(0.6 / 0.4)
+    assert visual_contribution(img, q, p, "sum") == pytest.approx(0.8 / 0.8)
+    assert visual_contribution(img, q, p, "mean") == pytest.approx(0.4 / (0.8 / 3))
+    # hallucinated (1) tokens have VC 0.1/0.2, correct ones 0.5/0.9: any threshold in (0.2, 0.5] separates them
+    thr = youden_threshold([0.1, 0.2, 0.5, 0.9], [1, 1, 0, 0])
+    assert 0.2 <= thr < 0.5 and all((s <= thr) == bool(y) for s, y in zip([0.1, 0.2, 0.5, 0.9], [1, 1, 0, 0]))
+
+
+def test_token_spans_cover_the_decoded_answer(tiny_dir):
+    from common.models import load_model
+    from stethoscope.calibrate import token_spans
+
+    tok = load_model("llava", tiny_dir("llava"), dtype="float32", device="cpu").tokenizer
+    ids = tok("a red ball and a box", add_special_tokens=False)["input_ids"]
+    spans = token_spans(tok, ids)
+    text = tok.decode(ids)
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert "".join(text[a:b] for a, b in spans) == text
+
+
+def test_calibration_chooses_on_one_half_and_measures_on_the_other():
+    from stethoscope.calibrate import calibrate
+
+    def row(y, vc_good):  # layer 1 of mode "sum" separates; everything else is noise
+        noise = 0.5
+        return {"hallucinated": y, "vc": {m: [noise, vc_good if m == "sum" else noise] for m in ("max", "sum", "mean")}}
+
+    images = [[row(1, 0.1), row(0, 0.8 + 0.01 * i)] for i in range(20)]
+    s = calibrate(images, seed=0)
+    assert (s["mode"], s["layer"]) == ("sum", 1) and s["auroc"] == 1.0 and s["calibration_auroc"] == 1.0
+    assert s["n_tokens"] == 20 and s["calibration_tokens"] == 20 and 0.1 <= s["threshold"] < 0.8
+    assert s["flag_recall"] == 1.0 and s["flag_precision"] == 1.0
+
+
+def test_calibrate_cli_on_a_tiny_model_and_the_toy_world(tiny_dir, toy_world, tmp_path, capsys):
+    """End to end on a random tiny LLaVA with given captions (a random model names no object): each caption names
+    one object the image shows and one it does not, so both labels occur; the files and their format are checked
+    (a random model's AUROC means nothing)."""
+    import json
+
+    from stethoscope.calibrate import coco_truth, main
+
+    truth = coco_truth(toy_world / "annotations/instances_val.json")
+    names = ["ball", "box", "tent", "kite", "flower", "cup", "bottle", "boat", "clock", "plane"]
+    rows = []
+    for f, cats in sorted(truth.items())[:16]:
+        present = sorted(cats)[0]
+        absent = next(n for n in names if n not in cats)
+        rows.append({"image": f, "caption": f"There is a {present} and a {absent}."})
+    caps = tmp_path / "captions.jsonl"
+    caps.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "cal"
+    rc = main(["--model", "llava", "--llava_path", tiny_dir("llava"), "--image_dir", str(toy_world / "images/val"),
+               "--annotations", str(toy_world / "annotations/instances_val.json"), "--synonyms",
+               str(toy_world / "synonyms.txt"), "--captions_file", str(caps), "--output_dir", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"auroc", "threshold", "n_tokens", "mode", "layer"} <= set(summary) and summary["images"] == 16
+    scored = [json.loads(x) for x in (out / "tokens.jsonl").read_text().splitlines()]
+    assert len(scored) == 32 and sum(r["hallucinated"] for r in scored) == 16
+    assert all(len(r["vc"]["sum"]) == 2 for r in scored)
+    assert summary["n_tokens"] + summary["calibration_tokens"] == 32
+    assert main(["--model", "llava", "--llava_path", tiny_dir("llava"), "--image_dir", str(tmp_path),
+                 "--annotations", str(toy_world / "annotations/instances_val.json"), "--output_dir", str(out)]) == 2
+    assert "no image named" in capsys.readouterr().err
