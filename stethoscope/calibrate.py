@@ -7,9 +7,10 @@
 The model describes each image (greedy); every object word of its captions (CHAIR's matcher) is *correct* when the
 image's annotations hold its category, else *hallucinated*. For the first token of each object word, the visual
 contribution VC = agg(relevancy of the image tokens) / agg(relevancy of the question and previous-answer tokens)
-at an LLM layer (agg = max, sum or mean; Stethoscope's three modes). The images are split in two (seeded): on the
-first half the mode and layer whose VC best separates hallucinated from correct tokens (ROC AUC of −VC) and the
-threshold (Youden's J) are chosen; the second half measures them. Written: ``OUT/summary.json``
+at an LLM layer (agg = max, sum or mean: Stethoscope's three modes), of the cumulative relevancy after that layer
+(Stethoscope's) or of what that layer adds to it. The images are split in two (seeded): on the first half the
+kind, mode and layer whose VC best separates hallucinated from correct tokens (ROC AUC of −VC) and the threshold
+(Youden's J) are chosen; the second half measures them. Written: ``OUT/summary.json``
 ``{"auroc", "threshold", "n_tokens", "mode", "layer", ...}`` (AUROC and counts of the held-out half) and
 ``OUT/tokens.jsonl`` (every scored token), both atomically; the app reads the threshold from it.
 """
@@ -28,7 +29,27 @@ import torch
 from common.errors import LetheError, cli_main, run_cli
 
 MODES = ("max", "sum", "mean")
+#: cumulative: the relevancy after LLM layer l (Stethoscope's maps); layer: what layer l adds to it
+KINDS = ("cumulative", "layer")
 EPS = 1e-12
+
+
+def increments(x: torch.Tensor) -> torch.Tensor:
+    """Per-layer increments of cumulative relevancy rows [L, n]: row l minus row l-1 (row 0 as is)."""
+    return x - torch.cat([torch.zeros_like(x[:1]), x[:-1]])
+
+
+def vc_table(rel) -> dict[str, list[float]]:
+    """``{"kind:mode": [VC at each LLM layer]}`` of one token's relevancy (:class:`TokenRelevancy`)."""
+    out = {}
+    for kind in KINDS:
+        parts = (rel.image, rel.question, rel.previous)
+        if kind == "layer":
+            parts = tuple(increments(x) for x in parts)
+        img, q, p = parts
+        for mode in MODES:
+            out[f"{kind}:{mode}"] = [visual_contribution(img[l], q[l], p[l], mode) for l in range(img.shape[0])]
+    return out
 
 
 def visual_contribution(image: torch.Tensor, question: torch.Tensor, previous: torch.Tensor, mode: str) -> float:
@@ -85,23 +106,21 @@ def score_caption(explainer, image, prompt: str, caption: str, extractor, truth:
         k = next((i for i, (a, b) in enumerate(spans) if b > m.start), None)  # the token the word starts in
         if k is None:
             continue
-        rel = explainer.explain(tr, k)
-        vc = {mode: [visual_contribution(rel.image[layer], rel.question[layer], rel.previous[layer], mode)
-                     for layer in range(rel.full.shape[0])] for mode in MODES}
+        vc = vc_table(explainer.explain(tr, k))
         rows.append({"word": m.text, "category": m.category, "token": k, "token_text": tr.answer_text[k],
                      "hallucinated": int(m.category not in truth), "vc": vc})
     return rows
 
 
 def choose(rows: list[dict[str, Any]]) -> tuple[str, int, float]:
-    """(mode, layer, AUROC) that best separate hallucinated tokens (low VC) from correct ones."""
+    """(``kind:mode``, layer, AUROC) whose VC best separates hallucinated tokens (low VC) from correct ones."""
     labels = [r["hallucinated"] for r in rows]
     best = None
-    for mode in MODES:
-        for layer in range(len(rows[0]["vc"][mode])):
-            a = auroc([-r["vc"][mode][layer] for r in rows], labels)
+    for key in rows[0]["vc"]:
+        for layer in range(len(rows[0]["vc"][key])):
+            a = auroc([-r["vc"][key][layer] for r in rows], labels)
             if a == a and (best is None or a > best[2]):
-                best = (mode, layer, a)
+                best = (key, layer, a)
     if best is None:
         raise LetheError("the calibration half has no hallucinated or no correct object token: use more images")
     return best

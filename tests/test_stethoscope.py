@@ -154,8 +154,10 @@ def test_sdpa_models_are_refused_with_one_clear_line(tiny_dir):
 
 # ------------------------------------------------------------------------------------------------ calibration
 def test_visual_contribution_modes_and_threshold_by_hand():
-    from stethoscope.calibrate import visual_contribution, youden_threshold
+    from stethoscope.calibrate import increments, visual_contribution, youden_threshold
 
+    assert torch.equal(increments(torch.tensor([[1.0, 2.0], [1.5, 2.0], [4.0, 3.0]])),
+                       torch.tensor([[1.0, 2.0], [0.5, 0.0], [2.5, 1.0]]))
     img, q, p = torch.tensor([0.2, 0.6]), torch.tensor([0.1, 0.3]), torch.tensor([0.4])
     assert visual_contribution(img, q, p, "max") == pytest.approx(0.6 / 0.4)
     assert visual_contribution(img, q, p, "sum") == pytest.approx(0.8 / 0.8)
@@ -183,11 +185,12 @@ def test_calibration_chooses_on_one_half_and_measures_on_the_other():
 
     def row(y, vc_good):  # layer 1 of mode "sum" separates; everything else is noise
         noise = 0.5
-        return {"hallucinated": y, "vc": {m: [noise, vc_good if m == "sum" else noise] for m in ("max", "sum", "mean")}}
+        return {"hallucinated": y, "vc": {k: [noise, vc_good if k == "layer:sum" else noise]
+                                          for k in ("cumulative:max", "cumulative:sum", "layer:sum", "layer:mean")}}
 
     images = [[row(1, 0.1), row(0, 0.8 + 0.01 * i)] for i in range(20)]
     s = calibrate(images, seed=0)
-    assert (s["mode"], s["layer"]) == ("sum", 1) and s["auroc"] == 1.0 and s["calibration_auroc"] == 1.0
+    assert (s["mode"], s["layer"]) == ("layer:sum", 1) and s["auroc"] == 1.0 and s["calibration_auroc"] == 1.0
     assert s["n_tokens"] == 20 and s["calibration_tokens"] == 20 and 0.1 <= s["threshold"] < 0.8
     assert s["flag_recall"] == 1.0 and s["flag_precision"] == 1.0
 
@@ -218,7 +221,8 @@ def test_calibrate_cli_on_a_tiny_model_and_the_toy_world(tiny_dir, toy_world, tm
     assert {"auroc", "threshold", "n_tokens", "mode", "layer"} <= set(summary) and summary["images"] == 16
     scored = [json.loads(x) for x in (out / "tokens.jsonl").read_text().splitlines()]
     assert len(scored) == 32 and sum(r["hallucinated"] for r in scored) == 16
-    assert all(len(r["vc"]["sum"]) == 2 for r in scored)
+    assert all(set(r["vc"]) == {f"{k}:{m}" for k in ("cumulative", "layer") for m in ("max", "sum", "mean")}
+               and len(r["vc"]["layer:sum"]) == 2 for r in scored)
     assert summary["n_tokens"] + summary["calibration_tokens"] == 32
     assert main(["--model", "llava", "--llava_path", tiny_dir("llava"), "--image_dir", str(tmp_path),
                  "--annotations", str(toy_world / "annotations/instances_val.json"), "--output_dir", str(out)]) == 2
