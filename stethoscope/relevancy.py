@@ -43,6 +43,7 @@ class Trace:
     question: torch.Tensor
     answer: torch.Tensor
     n_patches: int | None  # vision tokens per image (class token included), when a vision map was seen
+    input_ids: list[int] = field(default_factory=list)  # the traced sequence
     cache: dict[str, Any] = field(default_factory=dict)
 
 
@@ -215,8 +216,8 @@ class Explainer:
         tok = vlm.tokenizer
         texts = [tok.decode([i]) for i in ids]
         vis = maps.get("vision") or []
-        return Trace(ids, texts, predictor, logits, maps, hidden,
-                     pos["image"], pos["question"], pos["answer"], vis[0].shape[-1] if vis else None)
+        return Trace(ids, texts, predictor, logits, maps, hidden, pos["image"], pos["question"], pos["answer"],
+                     vis[0].shape[-1] if vis else None, batch.inputs["input_ids"][0].tolist())
 
     # ------------------------------------------------------------------ relevancy
     def explain(self, tr: Trace, k: int) -> TokenRelevancy:
