@@ -1,6 +1,7 @@
 """Calibrate the hallucination warning: the visual contribution of object tokens, on data with object annotations.
 
     python -m stethoscope.calibrate --toy                       # the toy LLaVA on the toy world's val images
+    python -m stethoscope.calibrate --model llava --llava_path P --data coco --output_dir out   # COCO layout
     python -m stethoscope.calibrate --model llava --llava_path P --image_dir val2014 \\
         --annotations annotations/instances_val2014.json [--synonyms synonyms.txt] --num_images 500
 
@@ -157,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for fam in FAMILIES:
         p.add_argument(f"--{fam}_path", dest="model_path", help=argparse.SUPPRESS)
+    p.add_argument("--data", default=None, help="a COCO-layout root: annotations/instances_{split}[2014].json and "
+                   "images/{split}/ or {split}2014/ (sets --annotations and --image_dir)")
+    p.add_argument("--split", default="val")
     p.add_argument("--image_dir", default=None)
     p.add_argument("--annotations", default=None, help="COCO instances json of the images")
     p.add_argument("--synonyms", default=None, help="CHAIR synonyms file (default: COCO's)")
@@ -187,6 +191,14 @@ def main(argv: list[str] | None = None) -> int:
         a.annotations = a.annotations or "dataset/toy/annotations/instances_val.json"
         a.synonyms = a.synonyms or "dataset/toy/synonyms.txt"
         a.output_dir = a.output_dir or "results/stethoscope_toy"
+    if a.data:
+        root = Path(a.data)
+        ann = [root / "annotations" / f"instances_{a.split}{y}.json" for y in ("", "2014", "2017")]
+        img = [root / "images" / a.split, root / f"{a.split}2014", root / f"{a.split}2017", root / "images"]
+        a.annotations = a.annotations or next((str(x) for x in ann if x.is_file()), None)
+        a.image_dir = a.image_dir or next((str(x) for x in img if x.is_dir()), None)
+        if not a.annotations or not a.image_dir:
+            raise LetheError(f"--data {root}: no annotations/instances_{a.split}*.json or image folder found")
     for flag in ("model_path", "image_dir", "annotations", "output_dir"):
         if not getattr(a, flag):
             raise LetheError(f"--{flag} is required (or --toy)")

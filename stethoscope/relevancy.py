@@ -270,6 +270,10 @@ class Explainer:
             return None
         return per_patch.view(len(per_patch), side, side)
 
+    def explain_all(self, tr: Trace) -> list[TokenRelevancy]:
+        """Every answer token at once (each still from its own fresh gradients)."""
+        return [self.explain(tr, k) for k in range(len(tr.answer_ids))]
+
     # ------------------------------------------------------------------ logit lens
     @torch.no_grad()
     def logit_lens(self, tr: Trace, k: int, top_k: int = 5) -> dict[str, Any]:

@@ -62,3 +62,9 @@ def test_bench_slug_scores_the_same_trials_both_ways():
     res = _load("bench_slug").main(["--trials", "4", "--runs", "1", "--per_class", "3"])
     assert res["identical"] is True and res["grad_mb"]["ours"] < res["grad_mb"]["original"]
     assert all(v[0] > 0 for v in res["times"].values())
+
+
+def test_bench_stethoscope_gives_the_same_maps_both_ways():
+    res = _load("bench_stethoscope").main(["--hidden", "64", "--layers", "2", "--answer_tokens", "4", "--runs", "1"])
+    assert res["identical"] is True and res["tokens"] >= 4
+    assert all(v[0] > 0 for v in res["times"].values())

@@ -120,6 +120,7 @@ def test_explaining_a_token_does_not_depend_on_the_tokens_explained_before(tiny_
         ex.explain(tr, k)
     after = ex.explain(tr, 2)
     assert torch.equal(alone.full, after.full) and torch.equal(alone.patches, after.patches)
+    assert torch.equal(ex.explain_all(tr)[2].full, alone.full)
     assert all(p.grad is None for p in ex.vlm.model.parameters())  # no weight gradient, ever
 
 
@@ -224,6 +225,9 @@ def test_calibrate_cli_on_a_tiny_model_and_the_toy_world(tiny_dir, toy_world, tm
     assert all(set(r["vc"]) == {f"{k}:{m}" for k in ("cumulative", "layer") for m in ("max", "sum", "mean")}
                and len(r["vc"]["layer:sum"]) == 2 for r in scored)
     assert summary["n_tokens"] + summary["calibration_tokens"] == 32
+    assert main(["--model", "llava", "--llava_path", tiny_dir("llava"), "--data", str(toy_world), "--captions_file",
+                 str(caps), "--output_dir", str(tmp_path / "cal2"), "--synonyms", str(toy_world / "synonyms.txt")]) == 0
+    assert json.loads((tmp_path / "cal2" / "summary.json").read_text())["images"] == 16  # --data: the COCO layout
     assert main(["--model", "llava", "--llava_path", tiny_dir("llava"), "--image_dir", str(tmp_path),
                  "--annotations", str(toy_world / "annotations/instances_val.json"), "--output_dir", str(out)]) == 2
     assert "no image named" in capsys.readouterr().err
