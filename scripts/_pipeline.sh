@@ -27,6 +27,14 @@ toy_models() {
   "$PY" -m common.toy pretrain --data "$1" --out "$2" --seed "$3"
 }
 
+# toy_setup: offline, DATA / CKPT default to the toy world's and its models, both made or reused (SEED, default 0)
+toy_setup() {
+  export HF_HUB_OFFLINE=1
+  DATA="${DATA:-dataset/toy}"
+  CKPT="${CKPT:-checkpoints/toy}"
+  toy_models "$DATA" "$CKPT" "${SEED:-0}"
+}
+
 # results_for_models OUT CKPT: the skip-when-done steps would reuse results of other toy models, so OUT starts over
 # when the models in CKPT changed since it was made (their stamp is kept in OUT/.toy_models_stamp.json)
 results_for_models() {

@@ -18,10 +18,7 @@ setup_python
 START=$(date +%s)
 
 if [ "$TOY" = 1 ]; then
-  export HF_HUB_OFFLINE=1
-  DATA="${DATA:-dataset/toy}"
-  CKPT="${CKPT:-checkpoints/toy}"
-  toy_models "$DATA" "$CKPT" "${SEED:-0}"
+  toy_setup
   : "${CFG:=configs/clip/retrieval_toy.yaml}" "${OUT:=results/multidelete_toy}" "${TRAIN_ORIGINAL:=1}"
   # the toy CLIP was pretrained for object presence; MultiDelete's step 1 makes it a retrieval model
   : "${ORIGINAL_ARGS:=--learning_rate 1e-4 --per_device_train_batch_size 64 --num_train_epochs 2}"

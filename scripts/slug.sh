@@ -16,10 +16,7 @@ setup_python
 START=$(date +%s)
 
 if [ "$TOY" = 1 ]; then
-  export HF_HUB_OFFLINE=1
-  DATA="${DATA:-dataset/toy}"
-  CKPT="${CKPT:-checkpoints/toy}"
-  toy_models "$DATA" "$CKPT" "${SEED:-0}"
+  toy_setup
   : "${CFG:=configs/slug/toy.yaml}" "${OUT:=results/slug_toy}" "${CONCEPT:=clock}" "${VLM:=1}" "${BASELINE:=1}"
   results_for_models "$OUT" "$CKPT"
   # the config with its toy paths re-rooted on DATA / CKPT / OUT (every slug CLI takes its own keys from it)

@@ -17,10 +17,7 @@ parse_toy_flag "$@"
 setup_python
 
 if [ "$TOY" = 1 ]; then
-  export HF_HUB_OFFLINE=1
-  DATA="${DATA:-dataset/toy}"
-  CKPT="${CKPT:-checkpoints/toy}"
-  toy_models "$DATA" "$CKPT" "${SEED:-0}"
+  toy_setup
   : "${MODEL:=llava}" "${MODEL_PATH:=$CKPT/llava}"
   : "${PREF_IMAGES:=$DATA/images/train}" "${N_PREF:=1200}"
   # the toy LLaVA was pretrained on short description prompts and does not follow STIC's step-by-step one: its

@@ -276,21 +276,17 @@ def read_calibration(path: str | None) -> dict | None:
 
 def build_parser() -> argparse.ArgumentParser:
     from common.args import one_line_errors
-    from common.models import FAMILIES
+    from stethoscope.calibrate import add_model_arguments
 
     p = argparse.ArgumentParser(prog="python -m stethoscope.app", description=__doc__.split("\n")[0])
     p.add_argument("--toy", action="store_true", help="the toy LLaVA and the toy calibration")
-    p.add_argument("--model", default="llava")
-    p.add_argument("--model_path", default=None, help="also --{model}_path")
-    for fam in FAMILIES:
-        p.add_argument(f"--{fam}_path", dest="model_path", help=argparse.SUPPRESS)
+    add_model_arguments(p)
     p.add_argument("--calibration", default=None, help="stethoscope.calibrate's summary.json (the threshold)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--max_new_tokens", type=int, default=64)
     p.add_argument("--max_image_mb", type=float, default=10.0)
     p.add_argument("--max_image_side", type=int, default=4096)
-    p.add_argument("--device", default="auto")
     return one_line_errors(p)
 
 

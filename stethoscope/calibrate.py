@@ -152,12 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="python -m stethoscope.calibrate", description=__doc__.split("\n")[0])
     p.add_argument("--toy", action="store_true", help="the toy LLaVA on the toy world's val split")
-    p.add_argument("--model", default="llava")
-    p.add_argument("--model_path", default=None, help="also --{model}_path")
-    from common.models import FAMILIES
-
-    for fam in FAMILIES:
-        p.add_argument(f"--{fam}_path", dest="model_path", help=argparse.SUPPRESS)
+    add_model_arguments(p)
     p.add_argument("--data", default=None, help="a COCO-layout root: annotations/instances_{split}[2014].json and "
                    "images/{split}/ or {split}2014/ (sets --annotations and --image_dir)")
     p.add_argument("--split", default="val")
@@ -172,8 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output_dir", default=None, help="default: results/stethoscope_toy with --toy")
-    p.add_argument("--device", default="auto")
     return one_line_errors(p)
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--model, --model_path (also the EFUF-style --{family}_path) and --device, for the stethoscope CLIs."""
+    from common.models import FAMILIES
+
+    p.add_argument("--model", default="llava", choices=[f for f in FAMILIES if f != "clip"])
+    p.add_argument("--model_path", default=None, help="also --{model}_path")
+    for fam in FAMILIES:
+        p.add_argument(f"--{fam}_path", dest="model_path", help=argparse.SUPPRESS)
+    p.add_argument("--device", default="auto")
 
 
 @cli_main
