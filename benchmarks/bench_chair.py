@@ -2,7 +2,7 @@
 Recall and Len) against ``evaluate.chair`` on the same 5,000 synthetic captions. Checks that every number and
 every per-caption mention list agree, then prints both times and the ratio.
 
-    python benchmarks/bench_chair.py [--captions 5000] [--seed 0]
+    python benchmarks/bench_chair.py [--captions 5000] [--seed 0] [--runs 3] [--threads 1]
 
 The canonical side keeps its own copy of the canonical tables (the double words, animal and vehicle words and the
 special merges, as at the HEAD of LisaAnne/Hallucination utils/chair.py) and imports no list or merge table from
@@ -21,10 +21,10 @@ import hashlib
 import os
 import random
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/_bench.py
 
 from common.text.objects import ObjectExtractor  # noqa: E402
 from common.text.singular import singularize  # noqa: E402
@@ -192,21 +192,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--captions", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (CHAIR itself is single-threaded Python)")
     args = ap.parse_args(argv)
+    from _bench import Timings, fix_threads, result
+
+    threads = fix_threads(args.threads)
 
     canonical = CanonicalCHAIR({})
     caps, imids, gt = synthetic(args.captions, args.seed, canonical)
     canonical.imid_to_objects = gt
-    t0 = time.perf_counter()
-    ref = canonical.compute_chair(caps, imids)
-    t_canonical = time.perf_counter() - t0
-
-    singularize.cache_clear()
-    t0 = time.perf_counter()
-    extractor = ObjectExtractor.canonical()
-    metrics, details = compute_chair([Caption(i, c) for i, c in zip(imids, caps)], extractor, gt)
-    t_ours = time.perf_counter() - t0
-
+    t = Timings()
+    for _ in range(max(1, args.runs)):
+        with t.measure("original"):
+            ref = canonical.compute_chair(caps, imids)
+        singularize.cache_clear()
+        with t.measure("ours"):
+            extractor = ObjectExtractor.canonical()
+            metrics, details = compute_chair([Caption(i, c) for i, c in zip(imids, caps)], extractor, gt)
     for key in ("CHAIRs", "CHAIRi", "Recall", "Len"):
         assert metrics[key] == ref["overall_metrics"][key], (key, metrics[key], ref["overall_metrics"][key])
     for s, d in zip(ref["sentences"], details):
@@ -215,9 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         assert len(s["words"]) == d["Len"]
     print(f"{args.captions} captions, {len(gt)} images: CHAIRs={metrics['CHAIRs']:.4f} "
           f"CHAIRi={metrics['CHAIRi']:.4f} Recall={metrics['Recall']:.4f} Len={metrics['Len']:.2f} (identical)")
-    print(f"canonical loop: {t_canonical:.3f} s")
-    print(f"evaluate.chair: {t_ours:.3f} s")
-    print(f"speed-up:       {t_canonical / t_ours:.2f}x")
+    print(f"canonical loop vs evaluate.chair ({threads} thread(s)): {t.line()}")
+    result("chair", t.ratio(), True, threads, wall_ratio=round(t.ratio(kind="wall"), 4), captions=args.captions)
     return 0
 
 

@@ -28,10 +28,10 @@ import math
 import os
 import sys
 import tempfile
-import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/_bench.py
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
                    "(insight/clip.py's --num_workers; 0: in-process)")
     p.add_argument("--arch", default="tiny", help="tiny (the test-size CLIP) or an open_clip architecture name, "
                    "e.g. ViT-B-32 (EFUF's CLIP), built with random weights (nothing is downloaded)")
-    p.add_argument("--repeat", type=int, default=3, help="timings are the best of this many runs")
+    p.add_argument("--repeat", type=int, default=3, help="timings are the medians of this many runs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads while timing (0: leave as is); the "
                    "tiny model's ops are too small to gain from threads, which only add noise on a shared machine")
@@ -208,14 +208,15 @@ def _run(a: argparse.Namespace) -> dict:
     naive.score(images[:1], objects[:1])
     WindowScorer(clip, a.patch_size, a.window_size, a.average_top_k).score_images(images[:1], objects[:1])
 
-    naive_s = ours_s = float("inf")
+    from _bench import Timings
+
+    t = Timings()
     for _ in range(max(1, a.repeat)):
-        t = time.perf_counter()
-        want = naive.score(images, objects)
-        naive_s = min(naive_s, time.perf_counter() - t)
-        t = time.perf_counter()
-        got = ours_run()
-        ours_s = min(ours_s, time.perf_counter() - t)
+        with t.measure("original"):
+            want = naive.score(images, objects)
+        with t.measure("ours"):
+            got = ours_run()
+    naive_s, ours_s = t.median("original"), t.median("ours")  # CPU seconds, medians
 
     max_diff, n_scored, n_none = 0.0, 0, 0
     assert len(got) == len(want) == len(images)
@@ -233,14 +234,17 @@ def _run(a: argparse.Namespace) -> dict:
     assert n_scored > 0 and n_none > 0, "the data must hold both scored and unscored objects"
 
     n_windows = sum(len(window_layout(im.height, im.width, a.patch_size, a.window_size)[0]) for im in images)
-    ratio = naive_s / ours_s if ours_s > 0 else float("inf")
+    ratio = t.ratio()
     print(f"backend {a.backend} ({clip.backend}); {a.images} images ~{a.width}x{a.height}, patch {a.patch_size}, "
           f"window {a.window_size}, top-k {a.average_top_k}; {n_windows} windows, "
           f"{sum(map(len, objects))} objects ({len(set(o for objs in objects for o in objs))} distinct texts), "
           f"{n_none} without a score")
-    print(f"original ({a.naive}): {naive_s:.3f} s   (best of {a.repeat})")
-    print(f"ours (WindowScorer):  {ours_s:.3f} s")
-    print(f"ratio: {ratio:.1f}x   max |diff|: {max_diff:.2e}   (None in the same {n_none} places)")
+    print(f"original ({a.naive}) vs ours (WindowScorer), {torch.get_num_threads()} thread(s): {t.line()}")
+    print(f"max |diff|: {max_diff:.2e}   (None in the same {n_none} places)")
+    from _bench import result
+
+    result("clip_score", t.ratio(), max_diff <= 1e-5, torch.get_num_threads(), wall_ratio=round(t.ratio(kind="wall"), 4),
+           max_abs_diff=max_diff, windows=n_windows)
     return {"naive_s": naive_s, "ours_s": ours_s, "ratio": ratio, "max_abs_diff": max_diff}
 
 

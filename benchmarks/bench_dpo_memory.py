@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/_bench.py
 
 
 def _rss_mb() -> float:
@@ -155,6 +156,11 @@ def main(argv: list[str] | None = None) -> dict:
           f"step time {med['original']['cpu_s_per_step'] / med['ours']['cpu_s_per_step']:.2f}x")
     first = {v: [r["first_loss"] for r in rs] for v, rs in res.items()}
     print(f"first loss: original {first['original'][0]:.6f}, ours {first['ours'][0]:.6f}")
+    from _bench import result
+
+    result("dpo_memory", med["original"]["added_mb"] / med["ours"]["added_mb"],
+           abs(first["original"][0] - first["ours"][0]) < 1e-6, a.threads, ratio_of="added memory (MB)",
+           step_time_ratio=round(med["original"]["cpu_s_per_step"] / med["ours"]["cpu_s_per_step"], 4))
     return {"median": med, "first_loss": first}
 
 

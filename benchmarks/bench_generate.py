@@ -1,18 +1,21 @@
-"""Per-sample generation (how the original EFUF/STIC eval scripts generate) vs our batched generation.
+"""Per-sample generation vs our batched generation.
+
+The naive side reproduces EFUF's ``evaluate/eval_caption.py`` (LLaVA and mPLUG-Owl: one processor call and one
+``generate`` per image; STIC's ``generate_pref.py`` loops the same way): here ``naive_generate``. Both run in this
+process on the same tiny checkpoint, images and prompts, with a fixed thread count; the outputs must be identical.
 
     python benchmarks/bench_generate.py [--n 64] [--batch_size 16] [--max_new_tokens 24] [--family llava]
-
-Both run in this process on the same tiny checkpoint, images and prompts; the outputs must be identical.
+        [--runs 3] [--threads 1]
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_bench.py
 
 import torch  # noqa: E402
 
@@ -35,7 +38,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--batch_size", type=int, default=16)
     ap.add_argument("--max_new_tokens", type=int, default=24)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: leave as is)")
     a = ap.parse_args(argv)
+    from _bench import Timings, fix_threads, result
+
+    threads = fix_threads(a.threads)
 
     import numpy as np
     from PIL import Image
@@ -54,19 +62,19 @@ def main(argv: list[str] | None = None) -> dict:
         vlm = load_model(a.family, str(write_tiny(a.family, Path(d) / a.family)), dtype="float32", device="cpu")
         naive_generate(vlm, images[:2], prompts[:2], 4)  # warm-up both paths
         vlm.generate(images[:2], prompts[:2], max_new_tokens=4)
-        t0 = time.perf_counter()
-        ref = naive_generate(vlm, images, prompts, a.max_new_tokens)
-        t_naive = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ours = vlm.generate(images, prompts, max_new_tokens=a.max_new_tokens, batch_size=a.batch_size)
-        t_ours = time.perf_counter() - t0
+        t = Timings()
+        for _ in range(max(1, a.runs)):
+            with t.measure("original"):
+                ref = naive_generate(vlm, images, prompts, a.max_new_tokens)
+            with t.measure("ours"):
+                ours = vlm.generate(images, prompts, max_new_tokens=a.max_new_tokens, batch_size=a.batch_size)
     same = ref == ours
-    print(f"{a.n} prompts, {a.family}, max_new_tokens={a.max_new_tokens}")
-    print(f"per-sample loop : {t_naive:8.3f} s")
-    print(f"batched (bs={a.batch_size:<3}): {t_ours:8.3f} s")
-    print(f"speed-up        : {t_naive / t_ours:8.2f}x   identical outputs: {same}")
+    print(f"{a.n} prompts, {a.family}, max_new_tokens={a.max_new_tokens}, batch {a.batch_size}, {threads} thread(s)")
+    print(f"per-sample loop vs batched: {t.line()}; identical outputs: {same}")
     assert same, "batched generation differs from the per-sample loop"
-    return {"naive_s": t_naive, "ours_s": t_ours, "ratio": t_naive / t_ours, "identical": same}
+    result("generate", t.ratio(), same, threads, wall_ratio=round(t.ratio(kind="wall"), 4), n=a.n)
+    return {"naive_s": t.median("original", "wall"), "ours_s": t.median("ours", "wall"), "ratio": t.ratio(),
+            "identical": same, "threads": threads}
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/_bench.py
 
 
 def naive_evaluate(clip, sets, templates):
@@ -83,11 +84,12 @@ def main(argv: list[str] | None = None) -> dict:
         plan = [(names[("vision", "text")[k % 2]], ("vision", "text")[k % 2], 0.05 * (1 + k // 2))
                 for k in range(a.trials)]
         times: dict[str, list[float]] = {"original": [], "ours": []}
+        walls: dict[str, list[float]] = {"original": [], "ours": []}
         scores: dict[str, list] = {}
         for _ in range(a.runs):
             for side in ("original", "ours"):
                 got = []
-                t = time.process_time()
+                t, w = time.process_time(), time.perf_counter()
                 if side == "ours":  # its reference evaluation, once per search, is counted
                     evaluator = Evaluator(clip, list(sets.values()), ev.templates)
                     evaluator.evaluate()
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
                                else evaluator.evaluate(changed=tower))
                     editor.restore(name)
                 times[side].append(time.process_time() - t)
+                walls[side].append(time.perf_counter() - w)
                 scores[side] = got
         grad_bytes_ours = sum(q.numel() * 4 for n, q in params.items() if eligible(n, q.shape))
         grad_bytes_orig = 2 * sum(q.numel() * 4 for q in params.values())
@@ -108,6 +111,11 @@ def main(argv: list[str] | None = None) -> dict:
           f"(pixels kept, the untouched tower reused) {med['ours']:.2f}  ratio {ratio:.2f}x; scores identical: "
           f"{identical}; gradient storage {grad_bytes_orig / 2**20:.1f} MB -> {grad_bytes_ours / 2**20:.1f} MB")
     assert identical
+    from _bench import result
+
+    result("slug_search", ratio, identical, a.threads, wall_ratio=round(statistics.median(walls["original"]) /
+                                                                        statistics.median(walls["ours"]), 4),
+           grad_mb_original=round(grad_bytes_orig / 2**20, 2), grad_mb_ours=round(grad_bytes_ours / 2**20, 2))
     return {"median": med, "times": times, "identical": identical, "ratio": ratio,
             "grad_mb": {"original": grad_bytes_orig / 2**20, "ours": grad_bytes_ours / 2**20}}
 

@@ -23,6 +23,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/_bench.py
 
 
 def naive_all(ex, image, question: str, answer: str):
@@ -88,12 +89,14 @@ def main(argv: list[str] | None = None) -> dict:
     words = "a red ball and a blue box beside a green tent under a yellow kite".split()
     answer = " ".join((words * 4)[:a.answer_tokens])
     times: dict[str, list[float]] = {"original": [], "ours": []}
+    walls: dict[str, list[float]] = {"original": [], "ours": []}
     results = {}
     for _ in range(a.runs):
         for side, fn in (("original", naive_all), ("ours", ours_all)):
-            t = time.process_time()
+            t, w = time.process_time(), time.perf_counter()
             results[side] = fn(ex, image, "Describe the image.", answer)
             times[side].append(time.process_time() - t)
+            walls[side].append(time.perf_counter() - w)
     same = len(results["original"]) == len(results["ours"]) and all(
         torch.allclose(x, y, atol=1e-5, rtol=0) for x, y in zip(results["original"], results["ours"]))
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -103,6 +106,10 @@ def main(argv: list[str] | None = None) -> dict:
           f"{med['original']:.2f}  ours (gradients w.r.t. the maps only) {med['ours']:.2f}  ratio "
           f"{med['original'] / med['ours']:.2f}x; maps identical: {same}")
     assert same
+    from _bench import result
+
+    result("stethoscope", med["original"] / med["ours"], same, a.threads, tokens=len(results["ours"]),
+           wall_ratio=round(statistics.median(walls["original"]) / statistics.median(walls["ours"]), 4))
     return {"median": med, "times": times, "identical": same, "tokens": len(results["ours"])}
 
 
