@@ -13,7 +13,9 @@ at an LLM layer (agg = max, sum or mean: Stethoscope's three modes), of the cumu
 kind, mode and layer whose VC best separates hallucinated from correct tokens (ROC AUC of −VC) and the threshold
 (Youden's J) are chosen; the second half measures them. Written: ``OUT/summary.json``
 ``{"auroc", "threshold", "n_tokens", "mode", "layer", ...}`` (AUROC and counts of the held-out half) and
-``OUT/tokens.jsonl`` (every scored token), both atomically; the app reads the threshold from it.
+``OUT/tokens.jsonl`` (every scored token), both atomically; the app reads the threshold from it. Captions and
+scored images are appended to ``OUT/captions.jsonl`` / ``OUT/scored.jsonl`` as they are made: a killed run resumes
+where it stopped (``--restart`` starts over; so does a change of model, prompt or captions).
 """
 from __future__ import annotations
 
@@ -166,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_new_tokens", type=int, default=40)
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--restart", action="store_true", help="ignore what an earlier run in --output_dir wrote")
     p.add_argument("--output_dir", default=None, help="default: results/stethoscope_toy with --toy")
     return one_line_errors(p)
 
@@ -185,7 +188,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     import sys
 
-    from common.io import atomic_write_json, atomic_write_jsonl, load_image
+    from common.io import append_jsonl, atomic_write_json, atomic_write_jsonl, load_image
     from common.models import load_model
     from evaluate.chair import chair_extractor
 
@@ -220,33 +223,80 @@ def main(argv: list[str] | None = None) -> int:
         files = [f for f in files if f.name in given]
         if not files:
             raise LetheError(f"{a.captions_file}: no caption of an image in {a.image_dir}")
-    images = [load_image(p) for p in files]
+    out = Path(a.output_dir)
+    captions_log, scored_log = start_or_resume(out, a)
+    images = {p.name: load_image(p) for p in files}
     if a.captions_file:
-        captions = [given[p.name] for p in files]
+        captions = {p.name: given[p.name] for p in files}
     else:
-        captions = vlm.generate(images, [a.prompt] * len(images), max_new_tokens=a.max_new_tokens,
-                                batch_size=a.batch_size, progress=True)
+        captions = {r["image"]: r["caption"] for r in read_log(captions_log)}
+        todo = [p.name for p in files if p.name not in captions]
+        if len(todo) < len(files):
+            print(f"resuming: {len(files) - len(todo)} captions already in {captions_log}")
+        step = max(1, a.batch_size) * 4
+        for s in range(0, len(todo), step):  # appended chunk by chunk: a killed run keeps what it wrote
+            chunk = todo[s:s + step]
+            caps = vlm.generate([images[n] for n in chunk], [a.prompt] * len(chunk),
+                                max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, progress=True)
+            append_jsonl(captions_log, [{"image": n, "caption": c} for n, c in zip(chunk, caps)])
+            captions.update(zip(chunk, caps))
     from tqdm.auto import tqdm
 
     from stethoscope.relevancy import Explainer
 
     explainer = Explainer(vlm)
-    rows_by_image = []
-    for p, im, cap in tqdm(list(zip(files, images, captions)), desc="object tokens", unit="image"):
-        rows = score_caption(explainer, im, a.prompt, cap, extractor, truth[p.name])
+    scored = {r["image"]: r["rows"] for r in read_log(scored_log)}
+    if scored:
+        print(f"resuming: {len(scored)} images already scored in {scored_log}")
+    for p in tqdm([p for p in files if p.name not in scored], desc="object tokens", unit="image"):
+        rows = score_caption(explainer, images[p.name], a.prompt, captions[p.name], extractor, truth[p.name])
         for r in rows:
             r["image"] = p.name
-        rows_by_image.append(rows)
+        append_jsonl(scored_log, [{"image": p.name, "rows": rows}])
+        scored[p.name] = rows
+    rows_by_image = [scored[p.name] for p in files]
     summary = calibrate(rows_by_image, a.seed)
     summary.update(model=a.model, model_path=a.model_path, images=len(files))
-    out = Path(a.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_jsonl(out / "tokens.jsonl", [r for rows in rows_by_image for r in rows])
     atomic_write_json(out / "summary.json", summary)
     print(f"visual contribution ({summary['mode']}, LLM layer {summary['layer']}): AUROC {summary['auroc']:.3f} on "
           f"{summary['n_tokens']} held-out object tokens ({summary['n_hallucinated']} hallucinated; calibration "
           f"AUROC {summary['calibration_auroc']:.3f}); warn at VC <= {summary['threshold']:.4g} -> {out}/summary.json")
     return 0
+
+
+RUN_KEYS = ("model", "model_path", "prompt", "max_new_tokens", "captions_file", "synonyms")
+
+
+def start_or_resume(out: Path, a: argparse.Namespace) -> tuple[Path, Path]:
+    """The resumable logs of a run in ``out`` (``captions.jsonl``, ``scored.jsonl``): kept when ``out/run.json``
+    records the same model, prompt and captions, else (or with ``--restart``) started over, saying so."""
+    import json
+
+    from common.io import atomic_write_json, read_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / "captions.jsonl", out / "scored.jsonl"
+    settings = {k: getattr(a, k) for k in RUN_KEYS}
+    run = out / "run.json"
+    same = run.is_file() and json.dumps(read_json(run), sort_keys=True) == json.dumps(settings, sort_keys=True)
+    if not same or a.restart:
+        if any(p.exists() for p in logs):
+            print(f"starting over in {out} ({'--restart' if a.restart else 'another model, prompt or captions'})")
+        for p in logs:
+            p.unlink(missing_ok=True)
+        atomic_write_json(run, settings)
+    return logs
+
+
+def read_log(path: Path) -> list[dict]:
+    """The finished rows of a resumable jsonl log (a line cut short by a kill is dropped first)."""
+    from common.io import read_jsonl, repair_jsonl_tail
+
+    if not path.is_file():
+        return []
+    repair_jsonl_tail(path)
+    return read_jsonl(path)
 
 
 def coco_truth(path: str | Path) -> dict[str, set[str]]:

@@ -231,3 +231,53 @@ def test_calibrate_cli_on_a_tiny_model_and_the_toy_world(tiny_dir, toy_world, tm
     assert main(["--model", "llava", "--llava_path", tiny_dir("llava"), "--image_dir", str(tmp_path),
                  "--annotations", str(toy_world / "annotations/instances_val.json"), "--output_dir", str(out)]) == 2
     assert "no image named" in capsys.readouterr().err
+
+
+def test_a_killed_calibration_resumes_where_it_stopped(tiny_dir, toy_world, tmp_path, monkeypatch):
+    """Captions are appended chunk by chunk and scored images one by one: a run killed in its second chunk of
+    captions, then one killed while scoring, lose nothing; the resumed result equals an uninterrupted run."""
+    import json
+
+    from common.models.base import VisionLanguageModel
+    from stethoscope import calibrate
+
+    calls = {"generate": [], "score": 0}
+
+    def fake_generate(self, images, prompts, **kw):  # a caption naming a shown and an absent object
+        calls["generate"].append(len(images))
+        if len(calls["generate"]) == 2 and not calls.get("resumed"):
+            raise KeyboardInterrupt  # killed in the second chunk
+        return ["There is a ball and a box." for _ in images]
+
+    real_score = calibrate.score_caption
+
+    def counting_score(*args, **kw):
+        calls["score"] += 1
+        if calls["score"] == 5 and not calls.get("resumed_scoring"):
+            raise KeyboardInterrupt  # killed while scoring the 5th image
+        return real_score(*args, **kw)
+
+    monkeypatch.setattr(VisionLanguageModel, "generate", fake_generate)
+    monkeypatch.setattr(calibrate, "score_caption", counting_score)
+    argv = ["--model", "llava", "--llava_path", tiny_dir("llava"), "--data", str(toy_world), "--synonyms",
+            str(toy_world / "synonyms.txt"), "--num_images", "16", "--batch_size", "2"]
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        calibrate.main([*argv, "--output_dir", str(out)])
+    assert len((out / "captions.jsonl").read_text().splitlines()) == 8  # the first chunk was kept
+    calls["resumed"] = True
+    with pytest.raises(KeyboardInterrupt):
+        calibrate.main([*argv, "--output_dir", str(out)])
+    assert calls["generate"][-1] == 8  # only the missing captions were generated
+    assert len((out / "scored.jsonl").read_text().splitlines()) == 4
+    calls["resumed_scoring"] = True
+    calls["score"] = 0
+    assert calibrate.main([*argv, "--output_dir", str(out)]) == 0
+    assert calls["score"] == 12  # the 4 scored images were not scored again
+    resumed = json.loads((out / "summary.json").read_text())
+    fresh = tmp_path / "fresh"
+    assert calibrate.main([*argv, "--output_dir", str(fresh)]) == 0
+    assert json.loads((fresh / "summary.json").read_text()) == resumed
+    assert (fresh / "tokens.jsonl").read_text() == (out / "tokens.jsonl").read_text()
+    calls["score"] = 0
+    assert calibrate.main([*argv, "--output_dir", str(fresh), "--restart"]) == 0 and calls["score"] == 16
