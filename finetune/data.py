@@ -189,6 +189,15 @@ class EfufDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.neg)
 
+    @property
+    def lengths(self) -> list[int]:
+        """Per example, its longest sample's text (prompt + context + target) in characters: what length-grouped
+        sampling sorts by (a batch pads to its longest sample)."""
+        def size(it: Item) -> int:
+            return len(it.prompt) + len(it.context) + len(it.target)
+
+        return [max(size(it) for items in self[i].values() for it in items) for i in range(len(self))]
+
     def __getitem__(self, i: int) -> dict[str, list[Item]]:
         out = {"neg": [self.neg[i]]}
         for k, items in self.others.items():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -72,22 +73,26 @@ class EfufWeights:
                 "neg": self.neg(t)}
 
 
-def efuf_loss(nll: torch.Tensor, component: torch.Tensor, score: torch.Tensor, weights: EfufWeights,
-              t: float) -> tuple[torch.Tensor, dict[str, float]]:
+def efuf_loss(nll: torch.Tensor, component: torch.Tensor | Sequence[int], score: torch.Tensor, weights: EfufWeights,
+              t: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Combine per-sample NLLs ([B]) of mixed components into EFUF's signed loss.
 
-    ``component`` holds indices into COMPONENTS, ``score`` the CLIP score (mean score for ``sent``; unused for
-    gold). Returns the loss and the per-component mean NLLs for logging.
+    ``component`` holds indices into COMPONENTS (a host-side sequence: nothing is read back from the device; a
+    tensor is read once), ``score`` the CLIP score (mean score for ``sent``; unused for gold). Returns the loss and
+    the per-component mean NLLs for logging, as detached 0-d tensors (read them when logging, not every step).
     """
+    comp = component.tolist() if torch.is_tensor(component) else list(component)
     w = weights.at(t)
     total = nll.sum() * 0.0  # attached to the graph even when every weight is 0
-    logs: dict[str, float] = {}
+    logs: dict[str, torch.Tensor] = {}
     for idx, name in enumerate(COMPONENTS):
-        m = component == idx
-        if not m.any() or w[name] == 0:
+        rows = [i for i, c in enumerate(comp) if c == idx]
+        if not rows or w[name] == 0:
             continue
-        l, s = nll[m], score[m].to(nll.dtype)
-        logs[f"nll_{name}"] = float(l.detach().mean())
+        at = torch.tensor(rows, device=nll.device) if len(rows) < len(comp) else None
+        l = nll if at is None else nll.index_select(0, at)
+        s = (score if at is None else score.index_select(0, at)).to(nll.dtype)
+        logs[f"nll_{name}"] = l.detach().mean()
         if name == "pos":
             total = total + w["pos"] * (l * s).mean()
         elif name == "gold":

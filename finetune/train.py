@@ -86,6 +86,9 @@ class EfufConfig(TrainingArguments):
     wandb_user: Optional[str] = field(default=None, metadata={"help": "wandb entity; without it wandb is offline"})
     wandb_project: str = "lethe-efuf"
     restart: bool = field(default=False, metadata={"help": "ignore checkpoints in the output dir"})
+    encode_cache_mb: float = field(default=1024.0, metadata={
+        "help": "per data-loading process: MB of encoded samples (image tensors, token ids, labels) kept for the "
+                "samples a run draws again (positive / gold cycles, later epochs); 0: none"})
     # paper defaults for Trainer fields: one example = 1 negative + 1 positive + 1 gold sample (+ 1 sentence
     # sample when --sent_w > 0), i.e. EFUF's train_bs_{neg,pos,gold,sent} = 1
     per_device_train_batch_size: int = 1
@@ -101,6 +104,11 @@ class EfufConfig(TrainingArguments):
     ddp_find_unused_parameters: Optional[bool] = True
     report_to: Optional[str] = "wandb"
     output_dir: Optional[str] = None
+    # batches are built in worker processes (kept across epochs, with their caches) while the model steps
+    dataloader_num_workers: int = 2
+    dataloader_persistent_workers: bool = True
+    # the Trainer's NaN/inf check reads the loss back from the device at every step; a NaN shows in the log anyway
+    logging_nan_inf_filter: bool = False
 
     def __post_init__(self):
         self.output_dir_given = self.output_dir is not None
@@ -108,6 +116,8 @@ class EfufConfig(TrainingArguments):
             self.scope = "lora"
         if self.wandb_user in ("none", ""):
             self.wandb_user = None
+        if self.dataloader_num_workers == 0:
+            self.dataloader_persistent_workers = False  # the DataLoader refuses it without workers
         self.weights()  # a bad schedule fails here, in one line, before any model loads
         super().__post_init__()
 
@@ -119,22 +129,48 @@ class EfufConfig(TrainingArguments):
             max_score=self.hal_clip_thres + self.norm_clip_thres)
 
 
+def encode_example(encoder, example: dict[str, list]) -> list[tuple[int, float, dict]]:
+    """One example's samples as (component id, score, encoding), in ``COMPONENTS`` order."""
+    return [(COMPONENTS.index(name), it.score, encoder(to_sample(it), key=it))
+            for name in COMPONENTS for it in example.get(name, [])]
+
+
+class EfufExamples(torch.utils.data.Dataset):
+    """EFUF's examples encoded where the DataLoader runs them (its worker processes): example i → every sample of
+    its components as unpadded model inputs (``common.batching.SampleEncoder``: each sample's images decoded and
+    its text tokenized once, kept in the encoder's cache while they fit), with component ids and scores."""
+
+    def __init__(self, dataset: EfufDataset, encoder):
+        self.dataset, self.encoder = dataset, encoder
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> list[tuple[int, float, dict]]:
+        return encode_example(self.encoder, self.dataset[i])
+
+    @property
+    def lengths(self) -> list[int]:
+        """A length per example for length-grouped sampling: its longest sample's text in characters (the image
+        tokens are the same for every sample of a family with fixed-size images)."""
+        return self.dataset.lengths
+
+
 class EfufCollator:
-    """Examples → one batch: all components in one forward, with component ids and scores per sample."""
+    """Encoded examples → one padded batch (all components in one forward, in ``COMPONENTS`` order, as the
+    original's step); host-side ``efuf_host``: component ids, scores, labels and their ``LabelIndex``."""
 
-    def __init__(self, vlm):
-        self.vlm = vlm
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
 
-    def __call__(self, examples: list[dict[str, list]]) -> dict[str, torch.Tensor]:
-        items, comp = [], []
-        for name in COMPONENTS:
-            for ex in examples:
-                for it in ex.get(name, []):
-                    items.append(it)
-                    comp.append(COMPONENTS.index(name))
-        batch = self.vlm.build_batch([to_sample(it) for it in items])
-        return {**batch.inputs, "labels": batch.labels, "efuf_component": torch.tensor(comp),
-                "efuf_score": torch.tensor([it.score for it in items], dtype=torch.float32)}
+    def __call__(self, examples: list[list[tuple[int, float, dict]]]) -> dict[str, Any]:
+        from common.batching import HostInfo, LabelIndex, collate
+
+        rows = sorted((r for ex in examples for r in ex), key=lambda r: r[0])  # stable: example order kept
+        batch = collate([enc for _, _, enc in rows], self.pad_token_id)
+        host = HostInfo(component=[c for c, _, _ in rows], score=torch.tensor([s for _, s, _ in rows]),
+                        labels=batch.labels, index=LabelIndex.from_labels(batch.labels))
+        return {**batch.inputs, "efuf_host": host}
 
 
 class EfufTrainer(training.TrainableCheckpoints, Trainer):
@@ -164,34 +200,47 @@ class EfufTrainer(training.TrainableCheckpoints, Trainer):
             self._provenance = efuf_provenance(self.args, self.model_args, self.vlm)
         return self._provenance
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        from common.models import Batch
+    def _get_train_sampler(self, train_dataset=None):
+        if self.args.train_sampling_strategy == "group_by_length":
+            from transformers.trainer_pt_utils import LengthGroupedSampler
 
-        component = inputs.pop("efuf_component")
-        score = inputs.pop("efuf_score")
-        labels = inputs.pop("labels")
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        lengths=dataset.lengths)
+        return super()._get_train_sampler(train_dataset)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """EFUF's loss of one batch, without reading anything back from the device: which rows take part and
+        where their labels are is known on the host (``efuf_host``); the LM head runs on the labelled positions
+        only; logged values stay on the device until a log reads them."""
+        from common.batching import LabelIndex, host_side, sample_nll
+
+        host = inputs.pop("efuf_host")
         t = self.state.global_step / max(1, self.state.max_steps)
         w = self.efuf_weights.at(t)
-        keep = torch.tensor([w[COMPONENTS[int(c)]] != 0 for c in component])
-        if not keep.all():  # a component whose weight is 0 now (e.g. neg after its decay) leaves the forward
-            if not keep.any():
-                keep[0] = True  # still one forward, so every process runs the same collective ops
-            rows = keep.nonzero().flatten()
-            inputs = {k: v[rows.to(v.device)] if torch.is_tensor(v) and v.shape[:1] == keep.shape else v
-                      for k, v in inputs.items()}
-            labels, component, score = labels[rows.to(labels.device)], component[rows], score[rows]
-        outputs = model(**inputs)
-        batch = Batch(inputs, labels, torch.zeros(0))
-        nll = self.vlm.per_sample_nll(batch, logits=outputs.logits)
-        loss, logs = efuf_loss(nll, component.to(nll.device), score.to(nll.device), self.efuf_weights, t)
-        for k, v in {**logs, **{f"w_{k}": v for k, v in self.efuf_weights.at(t).items()}}.items():
+        component, score, index = host.component, host.score, host.index
+        with host_side():
+            rows = [i for i, c in enumerate(component) if w[COMPONENTS[c]] != 0]
+            if len(rows) < len(component):  # a component whose weight is 0 now (neg after its decay) leaves
+                rows = rows or [0]  # still one forward, so every process runs the same collective ops
+                at = torch.tensor(rows)
+                index = LabelIndex.from_labels(host.labels.index_select(0, at))
+                component, score = [component[i] for i in rows], score.index_select(0, at)
+                at = at.to(inputs["input_ids"].device, non_blocking=True)
+                inputs = {k: v.index_select(0, at) if torch.is_tensor(v) and v.shape[:1] == (len(host.component),)
+                          else v for k, v in inputs.items()}
+        device = inputs["input_ids"].device
+        nll, outputs = sample_nll(model, inputs, index.to(device))
+        loss, logs = efuf_loss(nll, component, score.to(device, non_blocking=True), self.efuf_weights, t)
+        for k, v in {**logs, **{f"w_{k}": v for k, v in w.items()}}.items():
             self._component_logs.setdefault(k, []).append(v)
         self._losses.append(loss.detach().float())
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         for k, v in self._component_logs.items():
-            logs[k] = round(sum(v) / len(v), 6)
+            mean = torch.stack(v).float().mean().item() if torch.is_tensor(v[0]) else sum(v) / len(v)
+            logs[k] = round(mean, 6)
         self._component_logs.clear()
         if self._losses and "loss" in logs:
             # the exact EFUF loss since the last log, averaged over processes (Trainer's "loss" is rounded)
@@ -249,6 +298,17 @@ def load_data(cfg: EfufConfig) -> EfufDataset:
     return EfufDataset(neg, others, per_step, cfg.seed)
 
 
+def pad_token_id(vlm) -> int:
+    tok = vlm.tokenizer
+    return tok.pad_token_id if tok.pad_token_id is not None else 0
+
+
+def efuf_examples(vlm, dataset: EfufDataset, cache_mb: float = 0.0) -> EfufExamples:
+    from common.batching import SampleEncoder
+
+    return EfufExamples(dataset, SampleEncoder(vlm, cache_mb))
+
+
 def build_trainer(margs, cfg: EfufConfig) -> tuple[EfufTrainer, Any]:
     dataset = load_data(cfg)  # first: a bad data file never waits for a model load
     vlm = margs.load(device=training_device(cfg))
@@ -259,8 +319,9 @@ def build_trainer(margs, cfg: EfufConfig) -> tuple[EfufTrainer, Any]:
     print(f"EFUF data: {len(dataset.neg)} negatives (an epoch), {len(dataset.others.get('pos', []))} positives, "
           f"{len(dataset.others.get('gold', []))} gold, {len(dataset.others.get('sent', []))} sentences; "
           f"trainable: {sum(p.numel() for p in vlm.model.parameters() if p.requires_grad):,} params ({cfg.scope})")
-    trainer = EfufTrainer(model=vlm.model, args=cfg, train_dataset=dataset, data_collator=EfufCollator(vlm),
-                          vlm=vlm, weights=cfg.weights(), model_args=margs)
+    trainer = EfufTrainer(model=vlm.model, args=cfg, train_dataset=efuf_examples(vlm, dataset, cfg.encode_cache_mb),
+                          data_collator=EfufCollator(pad_token_id(vlm)), vlm=vlm, weights=cfg.weights(),
+                          model_args=margs)
     return trainer, vlm
 
 

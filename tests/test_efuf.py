@@ -92,7 +92,9 @@ def test_signed_weighted_loss_by_hand():
     loss, logs = efuf_loss(nll, comp, score, PAPER, t=0.0)
     # pos: 1.0 * mean(1*33, 3*40) = 76.5 ; gold: 0.3*40 * 2.0 = 24 ; neg: -0.3 * 0.5*(55-20) = -5.25 ; sent_w = 0
     assert loss.item() == pytest.approx(76.5 + 24.0 - 5.25)
-    assert logs == {"nll_pos": 2.0, "nll_gold": 2.0, "nll_neg": 0.5}
+    assert {k: v.item() for k, v in logs.items()} == {"nll_pos": 2.0, "nll_gold": 2.0, "nll_neg": 0.5}
+    same, _ = efuf_loss(nll, comp.tolist(), score, PAPER, t=0.0)  # host-side component ids: the same loss
+    assert same.item() == loss.item()
     late, _ = efuf_loss(nll, comp, score, PAPER, t=1.0)  # pos 0.5, neg 0
     assert late.item() == pytest.approx(0.5 * 76.5 + 24.0)
 
@@ -115,13 +117,21 @@ def _toy_items(images, tmp_path):
     return neg, pos, gold
 
 
-def test_trainer_loss_equals_the_hand_formula_on_a_real_batch(tiny_dir, images, tmp_path):
-    from finetune.train import EfufCollator
+def _batch(vlm, examples):
+    """EFUF's batch of these examples as the training run builds it: (model inputs, component ids, scores, labels)."""
+    from common.batching import SampleEncoder
+    from finetune.train import EfufCollator, encode_example, pad_token_id
 
+    encoder = SampleEncoder(vlm)
+    batch = EfufCollator(pad_token_id(vlm))([encode_example(encoder, ex) for ex in examples])
+    host = batch.pop("efuf_host")
+    return batch, torch.tensor(host.component), host.score, host.labels
+
+
+def test_trainer_loss_equals_the_hand_formula_on_a_real_batch(tiny_dir, images, tmp_path):
     vlm = _tiny_vlm(tiny_dir)
     neg, pos, gold = _toy_items(images, tmp_path)
-    batch = EfufCollator(vlm)([{"neg": [neg], "pos": [pos], "gold": [gold]}])
-    comp, score, labels = batch.pop("efuf_component"), batch.pop("efuf_score"), batch.pop("labels")
+    batch, comp, score, labels = _batch(vlm, [{"neg": [neg], "pos": [pos], "gold": [gold]}])
     assert comp.tolist() == [0, 1, 3]  # pos, gold, neg: one forward over all three
     with torch.no_grad():
         logits = vlm.model(**batch).logits
@@ -143,18 +153,14 @@ def test_trainer_loss_equals_the_hand_formula_on_a_real_batch(tiny_dir, images, 
 
 def test_the_hallucinated_term_raises_the_nll_of_exactly_its_span(tiny_dir, images, tmp_path):
     from common.models import Batch
-    from finetune.train import EfufCollator
 
     vlm = _tiny_vlm(tiny_dir)
     neg, pos, _ = _toy_items(images, tmp_path)
-    col = EfufCollator(vlm)
     neg_only = EfufWeights(pos=WeightSchedule(0.0, 0.0), neg=WeightSchedule(0.3, 0.3), gold_w=0.0, gold_score=0.0,
                            sent_w=0.0, max_score=55.0)
 
     def span_nll(item, part):
-        b = col([{part: [item]}])
-        b.pop("efuf_component"), b.pop("efuf_score")
-        labels = b.pop("labels")
+        b, _, _, labels = _batch(vlm, [{part: [item]}])
         with torch.no_grad():
             return vlm.per_sample_nll(Batch(b, labels, torch.zeros(0))).item()
 
@@ -162,8 +168,7 @@ def test_the_hallucinated_term_raises_the_nll_of_exactly_its_span(tiny_dir, imag
     opt = torch.optim.SGD([p for p in vlm.model.parameters() if p.requires_grad], lr=0.05)
     frozen = {n: p.detach().clone() for n, p in vlm.model.named_parameters() if not p.requires_grad}
     for _ in range(5):
-        b = col([{"neg": [neg]}])
-        comp, score, labels = b.pop("efuf_component"), b.pop("efuf_score"), b.pop("labels")
+        b, comp, score, labels = _batch(vlm, [{"neg": [neg]}])
         nll = vlm.per_sample_nll(Batch(b, labels, torch.zeros(0)), logits=vlm.model(**b).logits)
         loss, _ = efuf_loss(nll, comp, score, neg_only, 0.0)
         opt.zero_grad()
