@@ -3,9 +3,14 @@
 The naive side reproduces EFUF's ``evaluate/eval_caption.py`` (LLaVA and mPLUG-Owl: one processor call and one
 ``generate`` per image; STIC's ``generate_pref.py`` loops the same way): here ``naive_generate``. Both run in this
 process on the same tiny checkpoint, images and prompts, with a fixed thread count; the outputs must be identical.
+Ours generates the prompts in order of length (batches of similar lengths pad little) and returns them in order.
 
-    python benchmarks/bench_generate.py [--n 64] [--batch_size 16] [--max_new_tokens 24] [--family llava]
+    python benchmarks/bench_generate.py [--n 64] [--batch_size 32] [--max_new_tokens 64] [--family llava]
         [--runs 3] [--threads 1]
+
+The ratio grows with the batch size and with the answer length (the per-token decoding is where batching pays;
+the prompt's prefill gains less): on this 2-core machine, 1 thread, 64 prompts, medians of 3 runs, batch 16 / 32
+gave 7.9x / 9.5x at 24 new tokens and 9.7x / 13.5x at 64 (EFUF's captions allow 200).
 """
 from __future__ import annotations
 
@@ -36,8 +41,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--family", default="llava")
     ap.add_argument("--n", type=int, default=64)
-    ap.add_argument("--batch_size", type=int, default=16)
-    ap.add_argument("--max_new_tokens", type=int, default=24)
+    ap.add_argument("--batch_size", type=int, default=32)
+    ap.add_argument("--max_new_tokens", type=int, default=64)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0: leave as is)")
     a = ap.parse_args(argv)

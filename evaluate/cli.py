@@ -31,6 +31,9 @@ def add_generation_args(parser: argparse.ArgumentParser, max_new_tokens: int, ba
     g.add_argument("--do_sample", action="store_true")
     g.add_argument("--length_penalty", type=float, default=length_penalty,
                    help="beam search length penalty, used when --num_beams > 1 (EFUF's captions: beam 5, 0)")
+    g.add_argument("--static_cache", action="store_true",
+                   help="a preallocated KV cache; on a GPU transformers compiles the decoding step for it (the first "
+                        "batch pays the compilation; worth it for long runs)")
     g.add_argument("--verbose", action="store_true", help="show the model-loading progress bars")
     g.add_argument("--prompt_style", choices=("official", "hf"), default=None,
                    help="official (default): the original project's conversation and tokenization; hf: the "
@@ -82,8 +85,13 @@ def load_vlm(args: argparse.Namespace):
 def generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kw: dict[str, Any] = dict(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                               num_beams=args.num_beams, do_sample=args.do_sample)
+    extra: dict[str, Any] = {}
     if getattr(args, "length_penalty", None) is not None and args.num_beams > 1:  # greedy ignores it
-        kw["generate_kwargs"] = {"length_penalty": args.length_penalty}
+        extra["length_penalty"] = args.length_penalty
+    if getattr(args, "static_cache", False):
+        extra["static_cache"] = True
+    if extra:
+        kw["generate_kwargs"] = extra
     if getattr(args, "dar", False):
         kw.update(dar_prompt=args.dar_prompt, dar_template=args.dar_template,
                   dar_max_new_tokens=args.dar_max_new_tokens)

@@ -71,7 +71,8 @@ def test_caption_then_chair_end_to_end(tiny_dir, toy_world, tmp_path):
 
 
 def test_caption_generation_flags_reach_the_model(tiny_dir, toy_world, tmp_path, monkeypatch):
-    """--prompt_style and --length_penalty (EFUF's captions: beam 5, length_penalty 0) reach the model layer."""
+    """--prompt_style, --length_penalty (EFUF's captions: beam 5, length_penalty 0) and --static_cache reach the
+    model layer."""
     import evaluate.cli
     from evaluate.eval_caption import main as eval_caption
 
@@ -84,6 +85,8 @@ def test_caption_generation_flags_reach_the_model(tiny_dir, toy_world, tmp_path,
 
         def spy(*a, **kw):
             seen.update(length_penalty=kw.get("length_penalty"), num_beams=kw.get("num_beams"))
+            if "cache_implementation" in kw:
+                seen["cache"] = kw["cache_implementation"]
             return hf_generate(*a, **kw)
 
         monkeypatch.setattr(vlm.model, "generate", spy)
@@ -98,6 +101,9 @@ def test_caption_generation_flags_reach_the_model(tiny_dir, toy_world, tmp_path,
     seen.clear()
     assert eval_caption([*base, "--caption_eval_path", str(tmp_path / "b.jsonl")]) == 0
     assert seen == {"style": "official", "length_penalty": 0.0, "num_beams": 5}  # EFUF: beam 5, length_penalty 0
+    seen.clear()
+    assert eval_caption([*base, "--caption_eval_path", str(tmp_path / "c.jsonl"), "--static_cache"]) == 0
+    assert seen["cache"] == "static"
 
 
 def test_eval_cli_mistyped_and_foreign_flags_are_one_line(tmp_path, capsys):

@@ -88,6 +88,27 @@ def test_batched_greedy_generation_equals_batch_size_one(tiny_dir, images, famil
     single = [vlm.generate([im], [p], max_new_tokens=12)[0] for im, p in zip(images, PROMPTS)]
     assert batched == single
     assert len(batched) == 4 and all(isinstance(t, str) for t in batched)
+    # more prompts than a batch: generated in order of length, returned in the given order
+    assert vlm.generate(images[::-1], PROMPTS[::-1], max_new_tokens=12, batch_size=3) == single[::-1]
+
+
+def test_generation_sorts_by_length_and_static_cache_changes_nothing(tiny_dir, images, monkeypatch):
+    vlm = _load(tiny_dir, "llava")
+    prompts = ["Is there a cat?", "Please describe the image in great detail, every object.", "Color?",
+               "What is on the table next to the red couch?", "Describe it.", "How many people?"]
+    ims = [images[i % len(images)] for i in range(len(prompts))]
+    want = [vlm.generate([im], [p], max_new_tokens=8)[0] for im, p in zip(ims, prompts)]
+    widths: list[int] = []
+    inner = vlm.model.generate
+
+    def spy(**kw):
+        widths.append(kw["input_ids"].shape[1])
+        return inner(**kw)
+
+    monkeypatch.setattr(vlm.model, "generate", spy)
+    assert vlm.generate(ims, prompts, max_new_tokens=8, batch_size=2) == want
+    assert widths == sorted(widths) and len(widths) == 3  # short prompts first: batches of similar length
+    assert vlm.generate(ims, prompts, max_new_tokens=8, batch_size=4, static_cache=True) == want
 
 
 @pytest.mark.parametrize("family", VLM_FAMILIES)

@@ -556,15 +556,8 @@ class VisionLanguageModel:
         seqs = encoded if encoded is not None else self.encode_texts(texts, training=training)[0]
         rows: list[list[int]] = []
         for i, seq in enumerate(seqs):
-            runs: list[int] = []
-            prev = None
-            for t in ids[i][mask[i].bool()].tolist():
-                if t == img_id:
-                    if prev == img_id:
-                        runs[-1] += 1
-                    else:
-                        runs.append(1)
-                prev = t
+            values, counts = torch.unique_consecutive(ids[i][mask[i].bool()], return_counts=True)
+            runs = counts[values == img_id].tolist()  # the processor's run of image tokens per placeholder
             if len(runs) != seq.count(img_id):
                 raise LetheError(f"{self.family}: sample {i} has {seq.count(img_id)} image placeholders but the "
                                  f"processor made {len(runs)} runs of image tokens (adjacent placeholders?)")
@@ -704,26 +697,33 @@ class VisionLanguageModel:
     @torch.inference_mode()
     def generate(self, images: Sequence[Any], prompts: Sequence[str], max_new_tokens: int = 64,
                  batch_size: int = 16, num_beams: int = 1, do_sample: bool = False, progress: bool = False,
-                 **gen_kwargs) -> list[str]:
+                 static_cache: bool = False, **gen_kwargs) -> list[str]:
         """Batched, left-padded, KV-cached generation; greedy output equals batch-size-1 output.
 
-        ``prompts`` are user texts; the family's chat template is applied here.
+        ``prompts`` are user texts; the family's chat template is applied here. Without sampling, the prompts are
+        generated in order of their length in characters (batches of similar lengths pad little) and the answers come back
+        in the given order; with sampling the given order is kept (a seeded run draws as before).
+        ``static_cache``: a preallocated KV cache, which transformers compiles the decoding step for on a GPU
+        (no per-token graph building; the first batch pays the compilation).
         """
         if len(images) != len(prompts):
             raise LetheError(f"generate got {len(images)} images and {len(prompts)} prompts")
         from tqdm.auto import tqdm
 
-        outs: list[str] = []
+        outs: list[str | None] = [None] * len(prompts)
         was_training = self.model.training
         self.model.eval()
         old_side = self.tokenizer.padding_side
         self.tokenizer.padding_side = "left"
         try:
-            starts = range(0, len(prompts), batch_size)
-            for b in tqdm(starts, desc="generate", disable=not progress):
-                ims = self._images(list(images[b:b + batch_size]))
-                texts = [self.chat_prompt(p, with_image=ims is not None) for p in prompts[b:b + batch_size]]
-                inputs = self._processor_call(ims, texts, list(prompts[b:b + batch_size]))
+            texts = [self.chat_prompt(p, with_image=im is not None) for p, im in zip(prompts, images)]
+            order = list(range(len(prompts)))
+            if not do_sample and len(prompts) > batch_size:
+                order.sort(key=lambda i: len(texts[i]))
+            for b in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress):
+                rows = order[b:b + batch_size]
+                ims = self._images([images[i] for i in rows])
+                inputs = self._processor_call(ims, [texts[i] for i in rows], [prompts[i] for i in rows])
                 inputs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
                 if "pixel_values" in inputs:
                     inputs["pixel_values"] = inputs["pixel_values"].to(next(self.model.parameters()).dtype)
@@ -731,14 +731,17 @@ class VisionLanguageModel:
                           pad_token_id=self.tokenizer.pad_token_id)
                 if not do_sample:
                     kw.update(temperature=None, top_p=None, top_k=None)
+                if static_cache:
+                    kw["cache_implementation"] = "static"
                 kw.update(gen_kwargs)
                 seq = self.model.generate(**inputs, **kw)
                 new = seq[:, inputs["input_ids"].shape[1]:]
-                outs.extend(t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True))
+                for i, t in zip(rows, self.tokenizer.batch_decode(new, skip_special_tokens=True)):
+                    outs[i] = t.strip()
         finally:
             self.tokenizer.padding_side = old_side
             self.model.train(was_training)
-        return outs
+        return [o if o is not None else "" for o in outs]
 
     # ------------------------------------------------------------------ trainable scopes
     def set_trainable(self, scope: str = "projector", lora_r: int = 8, lora_alpha: int = 16,
