@@ -1,6 +1,6 @@
 """EFUF training steps: the previous path against the current one, in one process, same model, data and order.
 
-    python benchmarks/bench_train_step.py [--arch tiny|llava-1.5-7b] [--steps 12] [--batch_size 8] [--workers 1]
+    python benchmarks/bench_train_step.py [--arch tiny|llava-1.5-7b] [--steps 24] [--batch_size 8] [--workers 1]
         [--runs 3] [--threads 1] [--device auto]
 
 The old side reproduces the step as Lethe ran it before (and as EFUF's ``finetune/train.py`` runs it: its
@@ -120,43 +120,6 @@ class OldTrainer(EfufTrainer):
 
 
 # ------------------------------------------------------------------------------------------ model and data
-def build_vlm(arch: str, device: str, tmp: Path):
-    """The tiny LLaVA checkpoint (float32), or LLaVA-1.5-7B's architecture with random weights (bf16)."""
-    from common.models import load_model
-    from common.tiny import write_tiny
-
-    tiny = write_tiny("llava", tmp / "llava")
-    if arch == "tiny":
-        return load_model("llava", str(tiny), dtype="float32", device=device)
-    if arch != "llava-1.5-7b":
-        raise SystemExit(f"unknown --arch {arch!r}: tiny or llava-1.5-7b")
-    from transformers import (AutoProcessor, CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration,
-                              LlavaProcessor)
-
-    from common.models.llava import LlavaVLM
-
-    small = AutoProcessor.from_pretrained(str(tiny))
-    tok = small.tokenizer
-    cfg = LlavaConfig(
-        vision_config=dict(model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096,
-                           num_hidden_layers=24, num_attention_heads=16, image_size=336, patch_size=14,
-                           projection_dim=768, hidden_act="quick_gelu"),
-        text_config=dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                         num_attention_heads=32, num_key_value_heads=32, vocab_size=32064,
-                         max_position_embeddings=4096, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id),
-        image_token_index=tok.convert_tokens_to_ids("<image>"), image_seq_length=576, vision_feature_layer=-2,
-        vision_feature_select_strategy="default", projector_hidden_act="gelu")
-    cfg._attn_implementation = "sdpa"
-    with torch.device(device):
-        model = LlavaForConditionalGeneration(cfg).to(torch.bfloat16)
-    model.eval()
-    ip = CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
-    proc = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=14, chat_template=small.chat_template,
-                          vision_feature_select_strategy="default", num_additional_image_tokens=1)
-    return LlavaVLM(model, proc, path=None)
-
-
 def make_data(n: int, tmp: Path, size: tuple[int, int], seed: int):
     """EFUF-shaped data: ``n`` negatives (sub-sentences after a caption prefix), positives and gold instruction
     samples of varied lengths, on ``n // 2`` images (several objects per caption share an image)."""
@@ -192,21 +155,27 @@ def make_data(n: int, tmp: Path, size: tuple[int, int], seed: int):
 
 # ------------------------------------------------------------------------------------------ measuring
 class StepStats:
-    """Per step: the loss, token slots and padding, target tokens, host reads (step code / model forward)."""
+    """Per step: the loss; with ``count``, also token slots and padding, target tokens and host reads (step code /
+    model forward) — reading those costs host reads itself, so timed runs only keep the losses (on the device)."""
 
-    def __init__(self, device):
+    def __init__(self, device, count: bool):
         from common.batching import SyncCounter
 
-        self.losses: list[float] = []
+        self.losses: list = []
         self.slots = self.pads = self.targets = self.image_tokens = 0
-        self.counter = SyncCounter(device)
+        self.counter = SyncCounter(device) if count else None
         self.steps = 0
 
     def wrap(self, trainer, image_token_id: int):
-        """Wrap ``trainer.compute_loss`` (counting host reads inside it, apart inside the model's forward)."""
+        """Wrap ``trainer.compute_loss``."""
         stats, inner, counter = self, trainer.compute_loss, self.counter
 
         def compute_loss(model, inputs, *a, **kw):
+            stats.steps += 1
+            if counter is None:
+                loss = inner(model, inputs, *a, **kw)
+                stats.losses.append(loss.detach())
+                return loss
             mask = inputs["attention_mask"]
             stats.slots += mask.numel()
             stats.pads += int((mask == 0).sum())
@@ -217,8 +186,7 @@ class StepStats:
             counter.region = "step"
             with counter, counter.model_region(model):
                 loss = inner(model, inputs, *a, **kw)
-            stats.losses.append(loss.detach().float().item())  # outside the counted region
-            stats.steps += 1
+            stats.losses.append(loss.detach())
             return loss
 
         trainer.compute_loss = compute_loss
@@ -232,7 +200,8 @@ def model_flops(vlm, text_tokens: int, image_tokens: int) -> float:
     return 4.0 * n_llm * text_tokens + 2.0 * n_vis * n_img_patches
 
 
-def run_side(side: str, vlm, dataset, a, tmp: Path, init: dict, order_seed: int, group: bool = False) -> dict:
+def run_side(side: str, vlm, dataset, a, tmp: Path, init: dict, order_seed: int, group: bool = False,
+             count: bool = False) -> dict:
     from finetune.train import EfufCollator, efuf_examples, pad_token_id
 
     with torch.no_grad():
@@ -254,7 +223,7 @@ def run_side(side: str, vlm, dataset, a, tmp: Path, init: dict, order_seed: int,
     trainer = cls(model=vlm.model, args=cfg, train_dataset=train, data_collator=collator, vlm=vlm,
                   weights=cfg.weights())
     trainer.remove_callback(trainer.callback_handler.callbacks[-1].__class__)  # the log-line printer
-    stats = StepStats(vlm.device)
+    stats = StepStats(vlm.device, count)
     stats.wrap(trainer, vlm.image_token_id)
     if vlm.device.type == "cuda":
         torch.cuda.synchronize()
@@ -269,17 +238,19 @@ def run_side(side: str, vlm, dataset, a, tmp: Path, init: dict, order_seed: int,
     kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu += (kids1.ru_utime - kids0.ru_utime) + (kids1.ru_stime - kids0.ru_stime)
     steps = max(1, stats.steps)
-    return {"wall": wall, "cpu": cpu, "losses": stats.losses, "steps": stats.steps,
-            "padding": stats.pads / max(1, stats.slots), "tokens": stats.slots - stats.pads,
-            "image_tokens": stats.image_tokens, "targets": stats.targets,
-            "syncs_step": stats.counter.total("step") / steps, "syncs_model": stats.counter.total("model") / steps,
-            "sync_ops": dict(stats.counter.counts.get("step", {}))}
+    out = {"wall": wall, "cpu": cpu, "losses": [float(x) for x in stats.losses], "steps": stats.steps}
+    if count:
+        out.update(padding=stats.pads / max(1, stats.slots), tokens=stats.slots - stats.pads,
+                   image_tokens=stats.image_tokens, targets=stats.targets,
+                   syncs_step=stats.counter.total("step") / steps, syncs_model=stats.counter.total("model") / steps,
+                   sync_ops=dict(stats.counter.counts.get("step", {})))
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="tiny", help="tiny | llava-1.5-7b (random weights)")
-    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--batch_size", type=int, default=8, help="examples per step (each 1 neg + 1 pos + 1 gold)")
     ap.add_argument("--workers", type=int, default=1, help="DataLoader workers of the new side")
     ap.add_argument("--cache_mb", type=float, default=1024.0, help="the new side's encode cache per process")
@@ -291,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--peak_tflops", type=float, default=None, help="the device's dense bf16 peak (for MFU)")
     ap.add_argument("--skip_old", action="store_true", help="time the new side only (e.g. a 7B on a small GPU)")
     a = ap.parse_args(argv)
-    from _bench import Timings, fix_threads, result
+    from _bench import Timings, build_llava, fix_threads, result
 
     threads = fix_threads(a.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
@@ -299,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         torch.manual_seed(0)
-        vlm = build_vlm(a.arch, device, tmp)
+        vlm = build_llava(a.arch, device, tmp)
         vlm.set_trainable("projector")
         for p in vlm.model.parameters():
             if p.requires_grad:
@@ -307,17 +278,19 @@ def main(argv: list[str] | None = None) -> dict:
         init = {n: p.detach().clone() for n, p in vlm.model.named_parameters() if p.requires_grad}
         dataset = make_data(a.steps * a.batch_size, tmp, (w, h), seed=0)
         sides = ["new"] if a.skip_old else ["old", "new"]
-        for s in sides:  # warm-up (allocations, lazy imports, worker start-up paths), outside the timings
-            run_side(s, vlm, dataset, argparse.Namespace(**{**vars(a), "steps": 1}), tmp, init, 0)
+        # first, untimed: one run per side that counts tokens, padding and host reads (counting costs time itself)
+        # and warms up (allocations, lazy imports, worker start-up); then the timed runs, which keep only the losses
+        res = {s: run_side(s, vlm, dataset, a, tmp, init, 0, count=True) for s in sides}
         t = Timings()
-        res: dict[str, dict] = {}
         for _ in range(max(1, a.runs)):
             for s in sides:
                 r = run_side(s, vlm, dataset, a, tmp, init, 0)
                 t.cpu.setdefault(s, []).append(r["cpu"])
                 t.wall.setdefault(s, []).append(r["wall"])
-                res[s] = r
-        grouped = run_side("new", vlm, dataset, a, tmp, init, 0, group=True) if a.group_by_length else None
+                if r["losses"] != res[s]["losses"]:
+                    raise SystemExit(f"{s}: a timed run's losses differ from the counting run's")
+        grouped = run_side("new", vlm, dataset, a, tmp, init, 0, group=True, count=True) if a.group_by_length \
+            else None
         peak = a.peak_tflops
         if peak is None and device == "cuda":
             name = torch.cuda.get_device_name()
@@ -341,7 +314,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"code {r['sync_ops'] or ''}, {r['syncs_model']:g} in the model's forward{mfu}")
     if grouped is not None:
         print(f"  new + group_by_length: padding {100 * grouped['padding']:.1f} % of token slots")
-    extra = {"steps_per_s": round(res["new"]["steps_per_s"], 4), "syncs_per_step": res["new"]["syncs_step"],
+    extra = {"steps_per_s": round(res["new"]["steps_per_s"], 4), "tokens_per_s": round(res["new"]["tokens_per_s"], 1),
+             "syncs_per_step": res["new"]["syncs_step"],
              "padding": round(res["new"]["padding"], 4), "arch": a.arch, "device": device}
     if "mfu" in res["new"]:
         extra["mfu"] = round(res["new"]["mfu"], 4)
