@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_bench.py
 
 import torch  # noqa: E402
 
-from finetune.loss import COMPONENTS, EfufWeights  # noqa: E402
+from finetune.loss import COMPONENTS, EfufWeights, component_term  # noqa: E402
 from finetune.train import EfufConfig, EfufTrainer  # noqa: E402
 
 #: dense bf16 peak FLOP/s by device name (for MFU); others: --peak_tflops
@@ -59,14 +59,7 @@ def old_efuf_loss(nll, component, score, weights: EfufWeights, t: float):
             continue
         l, s = nll[m], score[m].to(nll.dtype)
         logs[f"nll_{name}"] = float(l.detach().mean())
-        if name == "pos":
-            total = total + w["pos"] * (l * s).mean()
-        elif name == "gold":
-            total = total + w["gold"] * l.mean()
-        elif name == "sent":
-            total = total + w["sent"] * (l * s).mean()
-        else:
-            total = total - w["neg"] * (l * (weights.max_score - s)).mean()
+        total = total + component_term(name, l, s, w[name], weights.max_score)
     return total, logs
 
 

@@ -93,12 +93,15 @@ def efuf_loss(nll: torch.Tensor, component: torch.Tensor | Sequence[int], score:
         l = nll if at is None else nll.index_select(0, at)
         s = (score if at is None else score.index_select(0, at)).to(nll.dtype)
         logs[f"nll_{name}"] = l.detach().mean()
-        if name == "pos":
-            total = total + w["pos"] * (l * s).mean()
-        elif name == "gold":
-            total = total + w["gold"] * l.mean()
-        elif name == "sent":
-            total = total + w["sent"] * (l * s).mean()
-        else:
-            total = total - w["neg"] * (l * (weights.max_score - s)).mean()
+        total = total + component_term(name, l, s, w[name], weights.max_score)
     return total, logs
+
+
+def component_term(name: str, nll: torch.Tensor, score: torch.Tensor, weight: float,
+                   max_score: float) -> torch.Tensor:
+    """One component's signed term of the loss, from its samples' NLLs and scores (see the module docstring)."""
+    if name in ("pos", "sent"):
+        return weight * (nll * score).mean()
+    if name == "gold":
+        return weight * nll.mean()
+    return -weight * (nll * (max_score - score)).mean()
