@@ -64,6 +64,10 @@ def gpu_table(rows: dict[str, dict]) -> str:
             mfu = f"{100 * r['mfu']:.1f} %" if "mfu" in r else "-"
         elif r["bench"] == "generate":
             what = f"{r['tokens_per_s']:,.0f} new tokens/s, identical {100 * r['identical_fraction']:.0f} %"
+        elif r["bench"] == "clip_score":
+            what = (f"{r['windows_per_s']:,.0f} windows/s ({r.get('arch', '')}, {r['windows']} windows), "
+                    f"preprocessing {100 * r['prep_share']:.1f} % of scoring, autocast {r['amp']}, classes changed "
+                    f"vs the PIL path {100 * r['class_changes']:.2f} %")
         else:
             what = ", ".join(f"{k} {_fmt(v)}" for k, v in r.items() if k not in COMMON)
         lines.append(f"| {name} | {what} | {mfu} | {r['ratio']:.2f}x | {r.get('device', '')} |")

@@ -32,6 +32,19 @@ def test_bench_generate_outputs_agree(capsys):
     assert row["identical"] is True and row["threads"] == 1 and "wall_ratio" in row
 
 
+# ------------------------------------------------------------------------------------------------------- CLIP score
+def test_bench_clip_score_reports_agreement_and_preprocessing_share(capsys):
+    """The RESULT line carries the tensor path's agreement with the PIL path and the share of our time spent
+    preprocessing (bench_clip_score.py's own checks are in tests/test_insight.py)."""
+    res = _load("bench_clip_score").main(["--images", "8", "--width", "80", "--height", "60", "--patch_size", "10",
+                                          "--repeat", "1"])
+    row = _result(capsys, "clip_score")
+    assert row["identical"] is True and row["preprocess"] == "tensor" and row["amp"] == "off"
+    assert row["max_abs_diff"] <= row["tolerance"] and row["max_abs_diff_pil_tensor"] <= row["tolerance"]
+    assert 0 < row["prep_share"] < 1 and 0 <= row["class_changes"] < 0.05 and row["windows"] > 0
+    assert row["class_changes"] == res["class_changes"] and "wall_ratio" in row
+
+
 # ------------------------------------------------------------------------------------------------------- CHAIR
 def test_bench_chair_keeps_its_own_canonical_tables():
     """The canonical side must not take its tables from the product, or "identical" would prove nothing."""
@@ -91,3 +104,50 @@ def test_bench_stethoscope_gives_the_same_maps_both_ways(capsys):
     assert res["identical"] is True and res["tokens"] >= 4
     assert all(v[0] > 0 for v in res["times"].values())
     assert _result(capsys, "stethoscope")["identical"] is True
+
+
+def test_bench_train_step_old_and_new_steps_train_the_same_losses(capsys):
+    res = _load("bench_train_step").main(["--steps", "3", "--batch_size", "2", "--runs", "1", "--workers", "1",
+                                         "--image_size", "64x48", "--group_by_length"])
+    row = _result(capsys, "train_step")
+    assert row["identical"] is True and row["loss_rel_diff"] <= 1e-4
+    assert row["syncs_per_step"] == 0 and row["old_syncs_per_step"] > 0  # host reads: none left in the step
+    assert 0 < row["padding"] < 1 and row["padding"] == row["old_padding"]  # same batches, same padding
+    assert 0 <= row["padding_grouped"] < 1
+    assert len(res["old"]["losses"]) == len(res["new"]["losses"]) == 3
+
+
+def test_the_7b_architecture_is_llava_1_5_7b(tmp_path):
+    """--arch llava-1.5-7b builds LLaVA-1.5-7B's shape (on the meta device here: no memory, nothing downloaded)."""
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _bench import build_llava
+
+    vlm = build_llava("llava-1.5-7b", "meta", tmp_path)
+    assert sum(p.numel() for p in vlm.model.parameters()) == 7_063_427_072  # llava-hf/llava-1.5-7b-hf
+    im = Image.fromarray(np.zeros((480, 640, 3), dtype=np.uint8))
+    inputs = vlm.processor(images=[im], text=[vlm.chat_prompt("Describe.")], return_tensors="pt")
+    assert inputs["pixel_values"].shape == (1, 3, 336, 336)
+    assert int((inputs["input_ids"] == vlm.image_token_id).sum()) == 576
+
+
+def test_gpu_check_dry_run_prints_its_table(tmp_path):
+    """benchmarks/gpu_check.sh --smoke: the GPU script's every step on the CPU with tiny models, and its table."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OUT_DIR": str(tmp_path), "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--smoke"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = (tmp_path / "table.md").read_text()
+    rows = [ln for ln in table.splitlines() if ln.startswith("| ") and not ln.startswith("| check")]
+    assert [r.split(" | ")[0][2:] for r in rows] == ["train_step", "generate", "generate_static", "clip_score"]
+    assert "no RESULT" not in table and "host reads/step" in rows[0] and "windows/s" in rows[3]
+    assert {p.name for p in tmp_path.glob("*.log")} == {"train_step.log", "generate.log", "generate_static.log",
+                                                         "clip_score.log"}

@@ -160,6 +160,111 @@ def test_window_scorer_long_and_empty_objects_get_none(clip):
     assert WindowScorer(clip, 10, 4, 4).score_images([image], [[]]) == [[]]
 
 
+# ============================================================================================== tensor preprocessing
+def _levels(clip) -> torch.Tensor:
+    """One uint8 level in each channel of the normalised pixels: 1 / 255 / std."""
+    from insight.window_ops import pixel_spec
+
+    return 1 / 255 / torch.tensor(pixel_spec(clip).std).view(1, 3, 1, 1)
+
+
+ODD_IMAGES = [(70, 50), (33, 47), (101, 77), (41, 90), (31, 31), (25, 90), (64, 64)]  # (width, height)
+
+
+def test_pixel_spec_reads_the_checkpoints_transform(clip):
+    from insight.window_ops import pixel_spec
+
+    spec = pixel_spec(clip)
+    if clip.backend == "open_clip":
+        size = clip.model.visual.image_size
+        norm = clip._preprocess.transforms[-1]
+        assert spec.round_crop and (spec.mean, spec.std) == (tuple(norm.mean), tuple(norm.std))
+    else:
+        size = clip.model.config.vision_config.image_size
+        ip = clip.processor.image_processor
+        assert not spec.round_crop and (spec.mean, spec.std) == (tuple(ip.image_mean), tuple(ip.image_std))
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    assert spec.resize == size and spec.out_size == spec.crop == (size, size) and spec.mode == "bicubic"
+    assert spec.rescale == pytest.approx(1 / 255)
+
+
+def test_tensor_path_pixels_and_scores_match_the_pil_path(clip):
+    """Odd sizes: partial edge windows (right, bottom, corner), a 31 px image with one window of a 1 px partial patch,
+    and a 25 px wide image without any window. Pixels within 1 uint8 level (the resize's rounding; measured: at most
+    1, on 0.02 % (open_clip) / 0.6 % (HF) of the values), scores within 2e-3 (measured 3e-5 / 4e-4, logit_scale 14.3),
+    None in the same places."""
+    images = [_rand_image(w, h, seed=i) for i, (w, h) in enumerate(ODD_IMAGES)]
+    objects = [["cat", "dog", "[kite]"], ["red ball"], ["cat", ""], ["dog"], ["kite", "cat"], ["cat"], ["dog"]]
+    pil = WindowScorer(clip, patch_size=10, window_size=4, average_top_k=4)
+    tensor = WindowScorer(clip, patch_size=10, window_size=4, average_top_k=4, preprocess="tensor")
+    assert tensor.amp == "off"  # fp16 autocast is the GPU default only
+    prepared = [tensor.prepare(im) for im in images]
+    assert all(px.dtype == torch.uint8 and px.shape == (3, im.height, im.width)
+               for (px, _), im in zip(prepared, images))
+    want, got = pil.window_pixels([pil.prepare(im) for im in images]), tensor.window_pixels(prepared)
+    assert got.shape == want.shape and got.dtype == torch.float32
+    off = (got - want).abs() / _levels(clip)
+    assert off.max() <= 1 + 1e-3 and (off > 0.5).float().mean() < 0.02
+    s_pil, s_tensor = pil.score_images(images, objects), tensor.score_images(images, objects)
+    assert s_pil[5] == [None] and s_pil[1][0] is not None and s_pil[2][1] is None  # the cases are there
+    for a, b in zip(s_pil, s_tensor):
+        assert [x is None for x in a] == [x is None for x in b]
+        assert [x for x in b if x is not None] == pytest.approx([x for x in a if x is not None], abs=2e-3)
+    # under bf16 autocast (on the CPU when asked) the features stay float32 and close
+    bf16 = WindowScorer(clip, 10, 4, 4, preprocess="tensor", amp="bf16")
+    assert bf16.encode_windows(got[:3]).dtype == torch.float32
+    for a, b in zip(s_pil, bf16.score_images(images, objects)):
+        assert [x is None for x in a] == [x is None for x in b]
+        assert [x for x in b if x is not None] == pytest.approx([x for x in a if x is not None], abs=0.05)
+
+
+def test_tensor_path_crop_offset_and_resize_follow_each_backend(clip):
+    """A 47 × 32 image is not resized (its short side is the model's 32) and center-cropped 7.5 px from the left:
+    torchvision's CenterCrop (open_clip) rounds that to 8, HF's processor floors it to 7; on noise a one-pixel shift
+    would be far off. A 90 × 61 image goes through both resize passes."""
+    from insight.window_ops import decode, pixel_spec
+
+    spec = pixel_spec(clip)
+    for w, h in [(47, 32), (90, 61), (32, 200)]:
+        image = _rand_image(w, h, seed=w)
+        off = (spec(decode(image)[None]) - clip.preprocess([image])).abs() / _levels(clip)
+        assert off.max() <= 1 + 1e-3, (w, h)
+
+
+def test_tensor_path_other_transform_settings(tiny_dir):
+    """A shortest side larger than the crop, bilinear, its own mean / std: still the processor's pixels."""
+    from transformers.image_utils import PILImageResampling
+
+    from insight.window_ops import decode, pixel_spec
+
+    clip = load_model("clip", tiny_dir("clip"), device="cpu")
+    ip = clip.processor.image_processor
+    ip.size, ip.resample = type(ip.size)(shortest_edge=40), PILImageResampling.BILINEAR
+    ip.image_mean, ip.image_std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    spec = pixel_spec(clip)
+    assert (spec.resize, spec.crop, spec.mode, spec.mean) == (40, (32, 32), "bilinear", (0.5, 0.4, 0.3))
+    image = _rand_image(77, 51, seed=3)
+    off = (spec(decode(image)[None]) - clip.preprocess([image])).abs() / _levels(clip)
+    assert off.max() <= 1 + 1e-3
+
+
+def test_tensor_path_refuses_a_transform_it_does_not_replay(clip):
+    from common.errors import LetheError
+
+    if clip.backend == "open_clip":
+        from open_clip.transform import image_transform
+
+        clip._preprocess = image_transform(32, is_train=False, resize_mode="longest")  # pads to a square
+    else:
+        clip.processor.image_processor.do_resize = False
+    with pytest.raises(LetheError, match="--preprocess pil"):
+        WindowScorer(clip, preprocess="tensor")
+    with pytest.raises(LetheError, match="valid: pil, tensor"):
+        WindowScorer(clip, preprocess="gpu")
+    with pytest.raises(LetheError, match="valid: auto, bf16, fp16, off"):
+        WindowScorer(clip, amp="fp8")
+
+
 # ============================================================================================== insight/clip.py CLI
 def _toy_rows(toy_world: Path, n_images: int = 5) -> list[dict]:
     caps = json.loads((toy_world / "annotations" / "captions_train.json").read_text())
@@ -233,6 +338,27 @@ def test_clip_cli_scores_rows_and_resumes(tiny_dir, toy_world, toy_objects, tmp_
     assert "0 already scored, 6 to go" in capsys.readouterr().out and len(_jsonl(out)) == 6
 
 
+def test_clip_cli_tensor_preprocessing_gives_the_pil_rows(tiny_dir, toy_world, toy_objects, tmp_path, capsys):
+    """``--preprocess tensor`` (workers decode only; windows cut and resized in the main process) writes the same rows
+    as ``--preprocess pil`` within 2e-3; ``auto`` on the CPU is ``pil``, to the bit."""
+    rows = {}
+    for mode in ("pil", "tensor", "auto"):
+        out = tmp_path / f"{mode}.jsonl"
+        argv = _clip_argv(tiny_dir, toy_world, toy_objects, out, "--preprocess", mode)
+        argv[argv.index("--patch_size") + 1] = "10"  # 40 px windows, resized to the model's 32; partial edge ones
+        assert clip_main(argv) == 0
+        rows[mode] = _jsonl(out)
+    assert len(rows["pil"]) == len(rows["tensor"]) == 6 and rows["auto"] == rows["pil"]
+    for a, b in zip(rows["pil"], rows["tensor"]):
+        assert {k: v for k, v in a.items() if k != "scores"} == {k: v for k, v in b.items() if k != "scores"}
+        assert b["scores"] == pytest.approx(a["scores"], abs=2e-3)
+    assert rows["tensor"] != rows["pil"]  # really another path: its resize rounds a few pixels differently
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:  # argparse's own one-line error and status
+        clip_main(_clip_argv(tiny_dir, toy_world, toy_objects, tmp_path / "x.jsonl", "--preprocess", "gpu"))
+    assert e.value.code == 2 and "invalid choice: 'gpu'" in _error_lines(capsys)[0]
+
+
 def test_clip_cli_resumes_after_a_line_cut_mid_way(tiny_dir, toy_world, toy_objects, tmp_path):
     out = tmp_path / "scores.jsonl"
     assert clip_main(_clip_argv(tiny_dir, toy_world, toy_objects, out)) == 0
@@ -278,10 +404,11 @@ def test_clip_cli_bad_row_line_number_counts_blank_lines(tiny_dir, toy_world, to
     assert f"{bad}:3:" in _error_lines(capsys)[0]
 
 
+@pytest.mark.parametrize("preprocess", ["pil", "tensor"])
 @pytest.mark.parametrize("workers", [0, 2])
 @pytest.mark.parametrize("problem", ["missing", "corrupt"])
-def test_clip_cli_bad_image_is_one_line_naming_it_and_its_row(problem, workers, tiny_dir, toy_world, toy_objects,
-                                                              tmp_path, capsys):
+def test_clip_cli_bad_image_is_one_line_naming_it_and_its_row(problem, workers, preprocess, tiny_dir, toy_world,
+                                                              toy_objects, tmp_path, capsys):
     """A missing or undecodable image, decoded in a DataLoader worker or in the main process: one ``error:`` line
     with the image path and the objects file line (no worker traceback); the rows scored before it are kept."""
     import shutil
@@ -296,7 +423,8 @@ def test_clip_cli_bad_image_is_one_line_naming_it_and_its_row(problem, workers, 
     else:
         bad_image.write_bytes(b"this is not an image")
     out = tmp_path / "scores.jsonl"
-    argv = _clip_argv(tiny_dir, toy_world, toy_objects, out, "--num_workers", str(workers), "--batch_size", "8")
+    argv = _clip_argv(tiny_dir, toy_world, toy_objects, out, "--num_workers", str(workers), "--batch_size", "8",
+                      "--preprocess", preprocess)
     argv[argv.index("--image_dir") + 1] = str(image_dir)
     assert clip_main(argv) == 2
     err = capsys.readouterr().err
@@ -540,8 +668,9 @@ def test_object_cli_llm_backend_parses_a_known_generation(tiny_llm, tmp_path, mo
 
 
 # ============================================================================================== benchmark
-@pytest.mark.parametrize("backend,naive", [("open_clip", "per_image"), ("clip", "per_object")])
-def test_bench_clip_score_sides_agree(backend, naive):
+@pytest.mark.parametrize("backend,naive,preprocess", [("open_clip", "per_image", "pil"),
+                                                      ("clip", "per_object", "tensor")])
+def test_bench_clip_score_sides_agree(backend, naive, preprocess):
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_clip_score.py"
@@ -550,8 +679,14 @@ def test_bench_clip_score_sides_agree(backend, naive):
     spec.loader.exec_module(mod)
     threads = torch.get_num_threads()
     res = mod.main(["--backend", backend, "--naive", naive, "--images", "9", "--width", "90", "--height", "70",
-                    "--patch_size", "12", "--repeat", "1"])
-    assert set(res) == {"naive_s", "ours_s", "ratio", "max_abs_diff"}
-    assert res["max_abs_diff"] <= 1e-5 and res["naive_s"] > 0 and res["ours_s"] > 0
+                    "--patch_size", "12", "--repeat", "1", "--preprocess", preprocess])
+    assert set(res) == {"naive_s", "ours_s", "ratio", "max_abs_diff", "tolerance", "prep_share", "class_changes",
+                        "max_abs_diff_pil_tensor"}
+    assert res["max_abs_diff"] <= res["tolerance"] and res["naive_s"] > 0 and res["ours_s"] > 0
+    assert res["tolerance"] == (1e-5 if preprocess == "pil" else pytest.approx(2e-4 * 14.3, rel=0.01))
     assert res["ratio"] == pytest.approx(res["naive_s"] / res["ours_s"])
+    assert 0 < res["prep_share"] < 1 and 0 <= res["class_changes"] < 0.05
+    assert res["max_abs_diff_pil_tensor"] <= res["tolerance"]
+    if preprocess == "pil":  # the same path on both sides of the agreement check
+        assert res["class_changes"] == 0 and res["max_abs_diff_pil_tensor"] <= 1e-5
     assert torch.get_num_threads() == threads  # the benchmark restores the thread count
