@@ -151,6 +151,32 @@ def test_trainer_loss_equals_the_hand_formula_on_a_real_batch(tiny_dir, images, 
     assert vlm.tokenizer.decode(labels[2][labels[2] != IGNORE_INDEX]) == " a purple bottle and a tent"
 
 
+def test_a_component_whose_weight_is_zero_leaves_the_forward(tiny_dir, images, tmp_path):
+    """At the end of the run the negative weight is 0: the trainer's loss is the hand formula over the other rows
+    (the negative's row is dropped from the batch on the host side, before the forward)."""
+    from common.batching import SampleEncoder
+    from finetune.train import EfufCollator, EfufConfig, EfufTrainer, encode_example, pad_token_id
+
+    vlm = _tiny_vlm(tiny_dir)
+    neg, pos, gold = _toy_items(images, tmp_path)
+    cfg = EfufConfig(output_dir=str(tmp_path / "o"), report_to="none", use_cpu=True, dataloader_num_workers=0)
+    trainer = EfufTrainer(model=vlm.model, args=cfg, train_dataset=None, vlm=vlm, weights=PAPER)
+    trainer.state.max_steps = trainer.state.global_step = 10  # t = 1: neg weight 0, pos weight 0.5
+    batch = EfufCollator(pad_token_id(vlm))([encode_example(SampleEncoder(vlm), {"neg": [neg], "pos": [pos],
+                                                                                 "gold": [gold]})])
+    labels = batch["efuf_host"].labels
+    with torch.no_grad():
+        got = trainer.compute_loss(vlm.model, dict(batch)).item()
+        logits = vlm.model(**{k: v for k, v in batch.items() if k != "efuf_host"}).logits
+    nll = []
+    for i in range(2):  # pos, gold (the neg row is third)
+        m = labels[i, 1:] != IGNORE_INDEX
+        lp = torch.log_softmax(logits[i, :-1][m], -1).gather(-1, labels[i, 1:][m].unsqueeze(-1))
+        nll.append(-lp.mean().item())
+    assert got == pytest.approx(0.5 * nll[0] * 40.0 + 12.0 * nll[1], rel=1e-5)
+    assert "nll_neg" not in trainer._component_logs and trainer._component_logs["w_neg"] == [0.0]
+
+
 def test_the_hallucinated_term_raises_the_nll_of_exactly_its_span(tiny_dir, images, tmp_path):
     from common.models import Batch
 
