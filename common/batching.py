@@ -13,8 +13,9 @@ every prompt again at every epoch. Here:
   one caption share their image). DataLoader workers call it, each with its own cache.
 - :func:`collate` pads encodings into one :class:`Batch` exactly as the processor pads a batch (per-token tensors
   to the longest row, image tensors concatenated; tensors of unequal trailing shape, e.g. LLaVA-NeXT's per-image
-  crops, padded with zeros), and adds the host-side :class:`LabelIndex`.
-- :class:`LabelIndex` holds, on the host, where the labels are: the positions whose logits are needed, and for each
+  crops, padded with zeros).
+- :class:`LabelIndex` (built by the caller from the padded labels, e.g. in a DataLoader's collate function) holds,
+  on the host, where the labels are: the positions whose logits are needed, and for each
   target token its row, position and id. :func:`sample_nll` asks the model for the logits at those positions only
   (``logits_to_keep`` where the model takes a tensor of positions; the full logits otherwise) and never reads a
   device value back.

@@ -18,8 +18,8 @@ the CPU) crops them with PIL in the workers and runs the checkpoint's own transf
 does, so the scores are the ones this CLI always gave (the quickstart's toy numbers depend on them); ``tensor``
 (the default on CUDA) cuts them out of the decoded image on the device and resizes, crops and normalises all
 windows of one size in one batched call (``insight/window_ops.py``: within 1–2 uint8 levels of PIL's pixels),
-with the image encoder under fp16 autocast on a GPU (``--amp``). Output: the input rows plus ``"scores"`` (one per object), appended per
-chunk; a re-run skips images already scored.
+with the image encoder under fp16 autocast on a GPU (``--amp``). Output: the input rows plus ``"scores"`` (one per
+object), appended per chunk; a re-run skips images already scored.
 """
 from __future__ import annotations
 
@@ -106,9 +106,9 @@ class WindowScorer:
     center-cropped and normalised as tensor ops (``insight.window_ops``: within 1–2 uint8 levels of PIL's pixels).
     ``amp`` runs the image encoder under autocast: ``"bf16"``, ``"fp16"``, ``"off"`` or ``"auto"`` (fp16 for the
     tensor path on a GPU, else off: OpenAI's CLIP itself runs in fp16, and bf16's 8 mantissa bits moved 2.7 % of
-    the objects across EFUF's thresholds against fp16's 0.29 %); the text features and the scores stay float32. Measured on
-    ViT-B-32 (random weights), as a cosine (score / logit_scale) off the PIL path's: float32 ≤ 4e-5, fp16 ≤ 1.4e-4,
-    bf16 ≤ 9e-4.
+    the objects across EFUF's thresholds against fp16's 0.29 %); the text features and the scores stay float32.
+    Measured on ViT-B-32 (random weights), as a cosine (score / logit_scale) off the PIL path's: float32 ≤ 4e-5,
+    fp16 ≤ 1.4e-4, bf16 ≤ 9e-4.
     """
 
     def __init__(self, clip, patch_size: int = 48, window_size: int = 4, average_top_k: int = 4,

@@ -701,8 +701,8 @@ class VisionLanguageModel:
         """Batched, left-padded, KV-cached generation; greedy output equals batch-size-1 output.
 
         ``prompts`` are user texts; the family's chat template is applied here. Without sampling, the prompts are
-        generated in order of their length in characters (batches of similar lengths pad little) and the answers come back
-        in the given order; with sampling the given order is kept (a seeded run draws as before).
+        generated in order of their length in characters (batches of similar lengths pad little) and the answers
+        come back in the given order; with sampling the given order is kept (a seeded run draws as before).
         ``static_cache``: a preallocated KV cache, which transformers compiles the decoding step for on a GPU
         (no per-token graph building; the first batch pays the compilation).
         """
