@@ -38,7 +38,7 @@ from typing import Any, Optional
 import torch
 from transformers import Trainer, TrainingArguments
 
-from common.errors import cli_main, run_cli
+from common.errors import LetheError, cli_main, run_cli
 from common import training
 from common.training import TRAINABLE_FILE, one_line_logs, setup_wandb, training_device
 from finetune.data import EfufDataset, check_images, load_gold, load_pos_neg, load_sentences, to_sample
@@ -118,6 +118,9 @@ class EfufConfig(TrainingArguments):
             self.wandb_user = None
         if self.dataloader_num_workers == 0:
             self.dataloader_persistent_workers = False  # the DataLoader refuses it without workers
+        if self.train_sampling_strategy == "batch_rebalance":
+            raise LetheError("--train_sampling_strategy batch_rebalance is not available for EFUF (a step's samples "
+                             "are fixed by its examples); use group_by_length, random or sequential")
         self.weights()  # a bad schedule fails here, in one line, before any model loads
         super().__post_init__()
 

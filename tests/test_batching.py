@@ -159,3 +159,7 @@ def test_length_grouped_sampling_keeps_every_example_once(tiny_dir, images, tmp_
                           data_collator=EfufCollator(pad_token_id(vlm)), vlm=vlm, weights=cfg.weights())
     order = list(trainer._get_train_sampler())
     assert sorted(order) == list(range(24))  # the same data per epoch, grouped by length
+    from common.errors import LetheError
+
+    with pytest.raises(LetheError, match="batch_rebalance is not available for EFUF"):
+        EfufConfig(output_dir=str(tmp_path / "o"), train_sampling_strategy="batch_rebalance", use_cpu=True)
