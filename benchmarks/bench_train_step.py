@@ -199,6 +199,7 @@ def model_flops(vlm, tokens: int, image_tokens: int, images: int) -> float:
 
 def run_side(side: str, vlm, dataset, a, tmp: Path, init: dict, order_seed: int, group: bool = False,
              count: bool = False) -> dict:
+    from common.training import LogLines, LogProgress
     from finetune.train import EfufCollator, efuf_examples, pad_token_id
 
     with torch.no_grad():
@@ -219,7 +220,8 @@ def run_side(side: str, vlm, dataset, a, tmp: Path, init: dict, order_seed: int,
         train, collator, cls = dataset, OldCollator(vlm), OldTrainer
     trainer = cls(model=vlm.model, args=cfg, train_dataset=train, data_collator=collator, vlm=vlm,
                   weights=cfg.weights())
-    trainer.remove_callback(trainer.callback_handler.callbacks[-1].__class__)  # the log-line printer
+    for printer in (LogLines, LogProgress):  # the benchmark prints its own summary, not a line per log
+        trainer.remove_callback(printer)
     stats = StepStats(vlm.device, count)
     stats.wrap(trainer, vlm.image_token_id)
     if vlm.device.type == "cuda":
