@@ -151,3 +151,20 @@ def test_gpu_check_dry_run_prints_its_table(tmp_path):
     assert "no RESULT" not in table and "host reads/step" in rows[0] and "windows/s" in rows[3]
     assert {p.name for p in tmp_path.glob("*.log")} == {"train_step.log", "generate.log", "generate_static.log",
                                                          "clip_score.log"}
+
+
+def test_the_cpu_table_reads_each_logs_last_result_line(tmp_path):
+    """benchmarks/run_all.sh's table: one row per log from its last RESULT line; a log without one says so."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _table import cpu_table, results
+
+    (tmp_path / "generate.log").write_text("noise\nRESULT " + json.dumps(
+        {"bench": "generate", "ratio": 1.0, "identical": False, "threads": 1}) + "\nRESULT " + json.dumps(
+        {"bench": "generate", "ratio": 14.2, "identical": True, "threads": 1, "wall_ratio": 14.1, "n": 64}) + "\n")
+    (tmp_path / "chair.log").write_text("Traceback ...\n")
+    rows = cpu_table(results(tmp_path)).splitlines()
+    assert rows[2] == "| chair | (no RESULT line) | | | | |"
+    assert rows[3] == "| generate | 14.20x (14.10x wall) | CPU time | yes | 1 | n 64 |"
